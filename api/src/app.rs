@@ -1,0 +1,67 @@
+//! The router and the server loop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
+use crate::request_id;
+use crate::routes::{accounts, admin, auth, health, payouts};
+use crate::state::AppState;
+
+/// Longest wait for a pooled database connection before a request fails
+/// with 503.
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds the router; tests call it without a socket.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/v1/admin/bootstrap", post(admin::bootstrap))
+        .route("/v1/admin/clients", post(admin::create_client))
+        .route("/v1/auth/token", post(auth::token))
+        .route("/v1/accounts/{client_id}/deposits", post(accounts::deposit))
+        .route("/v1/accounts/{client_id}/balance", get(accounts::balance))
+        .route("/v1/payouts", post(payouts::create).get(payouts::list))
+        .route("/v1/payouts/{id}", get(payouts::get))
+        .route_layer(axum::middleware::from_fn(request_id::record_route))
+        .fallback(|| async { ApiError::not_found("no route for this path") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+/// Opens the connection pool.
+pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+        .connect(&config.database_url)
+        .await
+}
+
+/// Applies the migrations that the database does not have yet.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

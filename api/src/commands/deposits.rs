@@ -1,0 +1,58 @@
+//! The deposit command: fund a client's wallet from outside.
+
+use axum::http::StatusCode;
+use nepxy_ledger::metadata::Source;
+use nepxy_ledger::{Money, Wallet, WalletCommand, ids};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{IdempotentRequest, Outcome, run_idempotent};
+use crate::error::ApiError;
+use crate::store::Store;
+
+pub async fn deposit(
+    store: &Store,
+    request: &IdempotentRequest<'_>,
+    client_id: Uuid,
+    money: Money,
+) -> Result<Outcome, ApiError> {
+    let deposit_id = ids::deposit_id(request.principal.client_id, request.key);
+    let wallet_id = ids::wallet_id(client_id, money.currency);
+
+    let wallet_id = &wallet_id;
+    run_idempotent(store, request, move |mut unit| async move {
+        unit.lock_aggregates(&[("Wallet", wallet_id)]).await?;
+        let mut wallet = unit.load::<Wallet>(wallet_id).await?;
+        let events = wallet.aggregate.decide(WalletCommand::Deposit {
+            client_id,
+            currency: money.currency,
+            deposit_id,
+            amount_minor: money.amount_minor,
+        })?;
+        unit.append(&mut wallet, events, &request.metadata(Source::Admin))
+            .await?;
+        tracing::info!(
+            %deposit_id,
+            %client_id,
+            amount_minor = money.amount_minor,
+            currency = %money.currency,
+            "deposit recorded"
+        );
+        Ok((
+            unit,
+            StatusCode::CREATED,
+            json!({
+                "deposit_id": deposit_id,
+                "client_id": client_id,
+                "amount": money.amount_minor,
+                "currency": money.currency.code(),
+                "balance": {
+                    "currency": money.currency.code(),
+                    "available": wallet.aggregate.available_minor,
+                    "held": wallet.aggregate.held_minor,
+                },
+            }),
+        ))
+    })
+    .await
+}

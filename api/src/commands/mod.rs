@@ -1,0 +1,175 @@
+//! Commands: each runs in one unit of work behind an idempotency record.
+
+pub mod deposits;
+pub mod payouts;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{SubsecRound, Utc};
+use nepxy_ledger::metadata::{Actor, EventMetadata, Source};
+use nepxy_ledger::{PayoutError, WalletError};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::store::idempotency::{LOCK_NAMESPACE, StoredResponse, lock_name};
+use crate::store::{Store, UnitOfWork};
+
+/// Attempts of a command that lost an optimistic-concurrency race to a writer
+/// outside this service's locks (two instances before the lock was taken).
+const MAX_CONFLICT_ATTEMPTS: u32 = 5;
+/// Base delay between those attempts, doubled each time.
+const CONFLICT_BACKOFF_BASE: Duration = Duration::from_millis(10);
+
+/// The HTTP result of a command.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: StatusCode,
+    pub body: Value,
+    /// Whether the body is a stored answer to an earlier identical request.
+    pub replayed: bool,
+}
+
+/// Everything that identifies one idempotent request.
+pub struct IdempotentRequest<'a> {
+    pub principal: &'a Principal,
+    pub key: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a Value,
+    pub request_id: Option<String>,
+}
+
+impl IdempotentRequest<'_> {
+    /// SHA-256 of the method, the path and the body; serde_json orders object
+    /// keys, so the same document with keys reordered has the same fingerprint.
+    fn fingerprint(&self) -> Vec<u8> {
+        Sha256::new()
+            .chain_update(self.method.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(self.path.as_bytes())
+            .chain_update(b"\n")
+            .chain_update(self.body.to_string().as_bytes())
+            .finalize()
+            .to_vec()
+    }
+
+    pub fn metadata(&self, source: Source) -> EventMetadata {
+        EventMetadata {
+            request_id: self.request_id.clone(),
+            actor: Some(Actor {
+                subject: self.principal.client_id.to_string(),
+                role: self.principal.role.to_string(),
+            }),
+            source,
+            idempotency_key: Some(self.key.to_owned()),
+            webhook_id: None,
+            recorded_at: Utc::now().trunc_subsecs(6),
+        }
+    }
+}
+
+/// Runs `work` once per (client, Idempotency-Key): the first request executes
+/// it and stores its answer in the same transaction; later identical requests
+/// get that answer again; a different request under the same key is a 422;
+/// a request that arrives while the first still runs is a 409.
+pub async fn run_idempotent<F, Fut>(
+    store: &Store,
+    request: &IdempotentRequest<'_>,
+    mut work: F,
+) -> Result<Outcome, ApiError>
+where
+    F: FnMut(UnitOfWork) -> Fut,
+    Fut: Future<Output = Result<(UnitOfWork, StatusCode, Value), ApiError>>,
+{
+    let client_id = request.principal.client_id;
+    let fingerprint = request.fingerprint();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut unit = store.begin().await?;
+        if !unit
+            .try_lock(LOCK_NAMESPACE, &lock_name(client_id, request.key))
+            .await?
+        {
+            return Err(ApiError::Conflict {
+                detail: "a request with this Idempotency-Key is still in progress; retry after it completes".to_owned(),
+            });
+        }
+        if let Some(stored) = unit.stored_response(client_id, request.key).await? {
+            if stored.fingerprint != fingerprint {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            return Ok(Outcome {
+                status: StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK),
+                body: stored.body,
+                replayed: true,
+            });
+        }
+
+        match finish(work(unit).await, client_id, request.key, &fingerprint).await {
+            Err(ApiError::WriteConflict { .. }) if attempt < MAX_CONFLICT_ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    "concurrent write to the same aggregate; retrying the command"
+                );
+                tokio::time::sleep(CONFLICT_BACKOFF_BASE * 2_u32.pow(attempt - 1)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Stores the answer of a command that ran and commits its unit of work.
+async fn finish(
+    result: Result<(UnitOfWork, StatusCode, Value), ApiError>,
+    client_id: Uuid,
+    key: &str,
+    fingerprint: &[u8],
+) -> Result<Outcome, ApiError> {
+    let (mut unit, status, body) = result?;
+    let response = StoredResponse {
+        fingerprint: fingerprint.to_vec(),
+        status_code: status.as_u16(),
+        body,
+    };
+    unit.store_response(client_id, key, &response).await?;
+    unit.commit().await?;
+    Ok(Outcome {
+        status,
+        body: response.body,
+        replayed: false,
+    })
+}
+
+impl From<WalletError> for ApiError {
+    fn from(error: WalletError) -> Self {
+        match error {
+            WalletError::InsufficientFunds { .. } => ApiError::InsufficientFunds {
+                detail: format!("{error}; deposit funds or lower the amount"),
+            },
+            WalletError::NotPositive(_) | WalletError::Overflow => {
+                ApiError::validation("amount", error.to_string())
+            }
+            WalletError::WrongClient { .. }
+            | WalletError::WrongCurrency { .. }
+            | WalletError::ReusedId(_) => ApiError::Conflict {
+                detail: error.to_string(),
+            },
+            WalletError::UnknownHold(_) | WalletError::HoldClosed { .. } => ApiError::Conflict {
+                detail: error.to_string(),
+            },
+        }
+    }
+}
+
+impl From<PayoutError> for ApiError {
+    fn from(error: PayoutError) -> Self {
+        ApiError::Conflict {
+            detail: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Configuration from environment variables, validated once at startup.
+
+use std::env;
+use std::time::Duration;
+
+/// Shortest JWT_SECRET accepted: HS256 needs at least 256 bits of key.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
+const DEFAULT_PORT: u16 = 8001;
+const DEFAULT_ACCESS_TOKEN_TTL_SECONDS: u64 = 15 * 60;
+/// Upper bound of ACCESS_TOKEN_TTL_SECONDS: access tokens must stay short-lived.
+const MAX_ACCESS_TOKEN_TTL_SECONDS: u64 = 60 * 60;
+const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
+/// Default ceiling of one payout or deposit: 1,000,000,000 minor units
+/// (one billion XOF, or ten million EUR).
+const DEFAULT_MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Dev => "dev",
+            AppEnv::Staging => "staging",
+            AppEnv::Prod => "prod",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub secret: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    /// Clock tolerance when checking `exp` and `iat`.
+    pub leeway_seconds: u64,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub port: u16,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub jwt: JwtConfig,
+    pub bootstrap_admin_secret: Option<String>,
+    pub max_amount_minor: i64,
+    pub log_format: LogFormat,
+}
+
+/// Every problem found in the environment, each naming its variable and
+/// never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests can pass variables
+    /// without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
+
+        let app_env = match get("APP_ENV").as_deref() {
+            None | Some("dev") => AppEnv::Dev,
+            Some("staging") => AppEnv::Staging,
+            Some("prod") => AppEnv::Prod,
+            Some(_) => {
+                problems.push("APP_ENV must be one of dev, staging, prod".to_owned());
+                AppEnv::Dev
+            }
+        };
+
+        let port = parse_number(&get, "PORT", DEFAULT_PORT, &mut problems);
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| {
+            problems.push("DATABASE_URL is missing; set it to a postgres:// URL".to_owned());
+            String::new()
+        });
+        let database_max_connections = parse_number(
+            &get,
+            "DATABASE_MAX_CONNECTIONS",
+            DEFAULT_DATABASE_MAX_CONNECTIONS,
+            &mut problems,
+        );
+        if database_max_connections == 0 {
+            problems.push("DATABASE_MAX_CONNECTIONS must be at least 1".to_owned());
+        }
+
+        let secret = get("JWT_SECRET")
+            .map(String::into_bytes)
+            .unwrap_or_default();
+        if secret.is_empty() {
+            problems.push(format!(
+                "JWT_SECRET is missing; set it to a random value of at least {JWT_SECRET_MIN_BYTES} bytes"
+            ));
+        } else if secret.len() < JWT_SECRET_MIN_BYTES {
+            problems.push(format!(
+                "JWT_SECRET is too short: it has {} bytes and needs at least {JWT_SECRET_MIN_BYTES}",
+                secret.len()
+            ));
+        }
+        let ttl_seconds = parse_number(
+            &get,
+            "ACCESS_TOKEN_TTL_SECONDS",
+            DEFAULT_ACCESS_TOKEN_TTL_SECONDS,
+            &mut problems,
+        );
+        if ttl_seconds == 0 || ttl_seconds > MAX_ACCESS_TOKEN_TTL_SECONDS {
+            problems.push(format!(
+                "ACCESS_TOKEN_TTL_SECONDS must be between 1 and {MAX_ACCESS_TOKEN_TTL_SECONDS}"
+            ));
+        }
+        let jwt = JwtConfig {
+            secret,
+            issuer: get("JWT_ISSUER").unwrap_or_else(|| "nepxy-ledger".to_owned()),
+            audience: get("JWT_AUDIENCE").unwrap_or_else(|| "nepxy-api".to_owned()),
+            access_token_ttl: Duration::from_secs(ttl_seconds),
+            leeway_seconds: 5,
+        };
+
+        let max_amount_minor = parse_number(
+            &get,
+            "MAX_AMOUNT_MINOR",
+            DEFAULT_MAX_AMOUNT_MINOR,
+            &mut problems,
+        );
+        if max_amount_minor <= 0 {
+            problems.push("MAX_AMOUNT_MINOR must be greater than zero".to_owned());
+        }
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                problems.push("LOG_FORMAT must be text or json".to_owned());
+                LogFormat::Text
+            }
+        };
+
+        let bootstrap_admin_secret = get("BOOTSTRAP_ADMIN_SECRET");
+        if let Some(secret) = &bootstrap_admin_secret
+            && secret.len() < 16
+        {
+            problems.push("BOOTSTRAP_ADMIN_SECRET must be at least 16 bytes long".to_owned());
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Config {
+            app_env,
+            port,
+            database_url,
+            database_max_connections,
+            jwt,
+            bootstrap_admin_secret,
+            max_amount_minor,
+            log_format,
+        })
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: T,
+    problems: &mut Vec<String>,
+) -> T {
+    match get(name) {
+        None => default,
+        Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
+            problems.push(format!("{name} must be a whole number"));
+            default
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn short_jwt_secret_is_rejected_without_echoing_it() {
+        let error = config_from(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("JWT_SECRET", "hunter2-secret"),
+        ])
+        .err()
+        .expect("short secret must fail");
+        let message = error.to_string();
+        assert!(message.contains("JWT_SECRET is too short"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let error = config_from(&[("APP_ENV", "production"), ("PORT", "eighty")])
+            .err()
+            .expect("must fail");
+        let message = error.to_string();
+        for name in ["APP_ENV", "PORT", "DATABASE_URL", "JWT_SECRET"] {
+            assert!(message.contains(name), "{name} missing from {message}");
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = config_from(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .expect("valid");
+        assert_eq!(config.port, 8001);
+        assert_eq!(config.app_env, AppEnv::Dev);
+        assert_eq!(config.jwt.access_token_ttl, Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,230 @@
+//! The API's error type and its one mapping to RFC 9457 problem details.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::request_id;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_UNAVAILABLE_SECONDS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    BadRequest { detail: String },
+    /// Invalid input; `field` names the offending field or header.
+    #[error("{field}: {detail}")]
+    Validation { field: String, detail: String },
+    #[error("{detail}")]
+    InsufficientFunds { detail: String },
+    #[error("Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("{detail}")]
+    Conflict { detail: String },
+    /// Another writer appended to the same aggregate first; the command may
+    /// be retried.
+    #[error("{detail}")]
+    WriteConflict { detail: String },
+    #[error("{detail}")]
+    Unauthorized { detail: String },
+    #[error("{detail}")]
+    Forbidden { detail: String },
+    #[error("{detail}")]
+    NotFound { detail: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("{detail}")]
+    UnsupportedMediaType { detail: String },
+    #[error("{detail}")]
+    Unavailable { detail: String },
+    /// An unexpected failure; the detail goes to the log, not to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::Validation {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        ApiError::Unauthorized {
+            detail: detail.into(),
+        }
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError::Forbidden {
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            detail: detail.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. }
+            | ApiError::InsufficientFunds { .. }
+            | ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict { .. } | ApiError::WriteConflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type, a URI reference relative to the API's base URL.
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "/problems/bad-request",
+            ApiError::Validation { .. } => "/problems/validation-error",
+            ApiError::InsufficientFunds { .. } => "/problems/insufficient-funds",
+            ApiError::IdempotencyKeyReused => "/problems/idempotency-key-reused",
+            ApiError::Conflict { .. } | ApiError::WriteConflict { .. } => "/problems/conflict",
+            ApiError::Unauthorized { .. } => "/problems/unauthorized",
+            ApiError::Forbidden { .. } => "/problems/forbidden",
+            ApiError::NotFound { .. } => "/problems/not-found",
+            ApiError::MethodNotAllowed => "/problems/method-not-allowed",
+            ApiError::PayloadTooLarge { .. } => "/problems/payload-too-large",
+            ApiError::UnsupportedMediaType { .. } => "/problems/unsupported-media-type",
+            ApiError::Unavailable { .. } => "/problems/service-unavailable",
+            ApiError::Internal(_) => "/problems/internal-error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "Bad request",
+            ApiError::Validation { .. } => "Invalid request field",
+            ApiError::InsufficientFunds { .. } => "Insufficient funds",
+            ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::Conflict { .. } | ApiError::WriteConflict { .. } => "Conflict",
+            ApiError::Unauthorized { .. } => "Unauthorized",
+            ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::NotFound { .. } => "Not found",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
+            ApiError::Unavailable { .. } => "Service unavailable",
+            ApiError::Internal(_) => "Internal server error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    problem_type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    request_id: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "request failed with an internal error");
+                "an internal error occurred; quote the request_id when reporting it".to_owned()
+            }
+            ApiError::Unavailable { detail } => {
+                tracing::warn!(detail = %detail, "request failed because a dependency is unavailable");
+                detail.clone()
+            }
+            ApiError::Validation { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        };
+        let field = match &self {
+            ApiError::Validation { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        let problem = Problem {
+            problem_type: self.problem_type(),
+            title: self.title(),
+            status: status.as_u16(),
+            detail,
+            field,
+            request_id: request_id::current(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            ApiError::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Database(error) if is_unavailable(&error) => ApiError::Unavailable {
+                detail: "the database is unavailable; retry later".to_owned(),
+            },
+            StoreError::Conflict { .. } => ApiError::WriteConflict {
+                detail: "a concurrent request changed the same account; retry the request"
+                    .to_owned(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<nepxy_projections::ProjectionError> for ApiError {
+    fn from(error: nepxy_projections::ProjectionError) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+/// Whether a database error means the database cannot be reached, as opposed
+/// to a failed statement.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+    )
+}

@@ -1,0 +1,26 @@
+//! The Nepxy ledger's HTTP service.
+//!
+//! - [`app`] builds the axum router and runs the server;
+//! - [`routes`] holds thin handlers that parse, authorize and call one
+//!   command or query;
+//! - [`commands`] runs payouts and deposits through the event store under an
+//!   idempotency record;
+//! - [`store`] is the PostgreSQL persistence: events, clients, idempotency;
+//! - [`error`] maps every failure to an RFC 9457 problem in one place.
+
+pub mod app;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod input;
+pub mod request_id;
+pub mod routes;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use app::{connect, migrate, router, serve};
+pub use config::Config;
+pub use state::AppState;

@@ -1,0 +1,123 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nepxy_api::{AppState, Config, telemetry};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+/// How long startup keeps trying to reach the database before giving up.
+const DATABASE_STARTUP_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(
+    name = "nepxy-api",
+    version,
+    about = "HTTP service of the Nepxy payout ledger"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve on 0.0.0.0:$PORT (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("nepxy-api: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+
+    match run(cli.command.unwrap_or(Command::Serve), config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "nepxy-api stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let pool = connect_with_retry(&config).await?;
+    tracing::info!("applying database migrations");
+    nepxy_api::migrate(&pool).await?;
+    if let Command::Migrate = command {
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
+    let listener = TcpListener::bind(address).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        app_env = config.app_env.as_str(),
+        version = env!("CARGO_PKG_VERSION"),
+        "nepxy-api listening"
+    );
+    let state = AppState::new(config, pool)?;
+    nepxy_api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("nepxy-api stopped");
+    Ok(())
+}
+
+async fn connect_with_retry(config: &Config) -> anyhow::Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + DATABASE_STARTUP_WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match nepxy_api::connect(config).await {
+            Ok(pool) => return Ok(pool),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(attempt, error = %error, "database not reachable yet; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(anyhow::anyhow!(
+                    "could not connect to DATABASE_URL after {attempt} attempts: {error}"
+                ));
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %error, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested; finishing requests in flight");
+}

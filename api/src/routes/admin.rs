@@ -1,0 +1,126 @@
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::created;
+use crate::auth::{Principal, Role, constant_time_eq, generate_client_secret, hash_secret};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, parse_json};
+use crate::input;
+use crate::state::AppState;
+use crate::store::clients::{self, NewClient};
+
+/// Longest client name accepted.
+const MAX_CLIENT_NAME_CHARS: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapBody {
+    name: Option<String>,
+}
+
+/// POST /v1/admin/bootstrap: creates the first admin.
+pub async fn bootstrap(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(expected) = state.config.bootstrap_admin_secret.as_deref() else {
+        return Err(ApiError::not_found("no route for this path"));
+    };
+    let presented = headers
+        .get("x-bootstrap-secret")
+        .map(|value| value.as_bytes())
+        .unwrap_or_default();
+    if !constant_time_eq(presented, expected.as_bytes()) {
+        tracing::warn!("bootstrap rejected: missing or wrong X-Bootstrap-Secret");
+        return Err(ApiError::unauthorized(
+            "missing or wrong X-Bootstrap-Secret header",
+        ));
+    }
+
+    // The body is optional: an empty one takes the default name.
+    let name = if body.is_empty() {
+        None
+    } else {
+        let body = parse_json::<BootstrapBody>(&body)?.parsed;
+        input::text(body.name, MAX_CLIENT_NAME_CHARS, "name")?
+    }
+    .unwrap_or_else(|| "admin".to_owned());
+    let client_id = Uuid::new_v4();
+    let secret = generate_client_secret();
+    let new_client = NewClient {
+        client_id,
+        name: &name,
+        role: Role::Admin,
+        secret_hash: &hash_secret(&secret),
+        created_by: None,
+    };
+    let Some(created_at) = clients::insert_first_admin(&state.pool, &new_client).await? else {
+        return Err(ApiError::Conflict {
+            detail: "an admin already exists; ask an admin to create clients".to_owned(),
+        });
+    };
+    tracing::info!(%client_id, "first admin created by bootstrap");
+    Ok(created(json!({
+        "client_id": client_id,
+        "client_secret": secret,
+        "name": name,
+        "role": Role::Admin,
+        "created_at": created_at,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientBody {
+    name: Option<String>,
+    role: Option<String>,
+}
+
+/// POST /v1/admin/clients: creates a client; its secret is shown only here.
+pub async fn create_client(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: JsonBody<NewClientBody>,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let body = body.parsed;
+    let name = input::required(
+        input::text(body.name, MAX_CLIENT_NAME_CHARS, "name")?,
+        "name",
+    )?;
+    let role_name = input::required(body.role, "role")?;
+    let role: Role = role_name.parse().map_err(|()| {
+        ApiError::validation(
+            "role",
+            "role must be one of client, auditor, operator, admin",
+        )
+    })?;
+
+    let client_id = Uuid::new_v4();
+    let secret = generate_client_secret();
+    let created_at = clients::insert(
+        &state.pool,
+        &NewClient {
+            client_id,
+            name: &name,
+            role,
+            secret_hash: &hash_secret(&secret),
+            created_by: Some(principal.client_id),
+        },
+    )
+    .await?;
+    tracing::info!(%client_id, role = %role, created_by = %principal.client_id, "client created");
+    Ok(created(json!({
+        "client_id": client_id,
+        "client_secret": secret,
+        "name": name,
+        "role": role,
+        "created_at": created_at,
+    })))
+}

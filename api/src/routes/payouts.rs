@@ -1,0 +1,215 @@
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use nepxy_ledger::PayoutStatus;
+use nepxy_ledger::payout::Recipient;
+use nepxy_projections::queries::{self, PayoutCursor, PayoutFilter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Principal, Role};
+use crate::commands::IdempotentRequest;
+use crate::commands::payouts::{self, NewPayout, payout_row_json};
+use crate::error::ApiError;
+use crate::extract::{IdempotencyKey, JsonBody};
+use crate::input;
+use crate::request_id;
+use crate::state::AppState;
+
+/// Page size of GET /v1/payouts when `limit` is absent, and its maximum.
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutBody {
+    amount: Option<Value>,
+    currency: Option<String>,
+    provider: Option<String>,
+    recipient: Option<RecipientBody>,
+    reference: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientBody {
+    msisdn: Option<String>,
+    name: Option<String>,
+}
+
+impl PayoutBody {
+    fn validate(self, max_amount_minor: i64) -> Result<NewPayout, ApiError> {
+        let currency = input::currency(&input::required(self.currency, "currency")?, "currency")?;
+        let amount = input::required(self.amount, "amount")?;
+        let money = input::amount(&amount, currency, max_amount_minor, "amount")?;
+        let provider = input::provider(&input::required(self.provider, "provider")?, "provider")?;
+        let recipient = input::required(self.recipient, "recipient")?;
+        let msisdn = input::msisdn(
+            &input::required(recipient.msisdn, "recipient.msisdn")?,
+            "recipient.msisdn",
+        )?;
+        Ok(NewPayout {
+            money,
+            provider,
+            recipient: Recipient {
+                msisdn,
+                name: input::recipient_name(recipient.name)?,
+            },
+            reference: input::reference(self.reference)?,
+        })
+    }
+}
+
+/// POST /v1/payouts: reserves the amount and creates a pending payout.
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    IdempotencyKey(key): IdempotencyKey,
+    body: JsonBody<PayoutBody>,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Client])?;
+    let JsonBody { value, parsed } = body;
+    let payout = parsed.validate(state.config.max_amount_minor)?;
+    let request = IdempotentRequest {
+        principal: &principal,
+        key: &key,
+        method: "POST",
+        path: "/v1/payouts",
+        body: &value,
+        request_id: request_id::current(),
+    };
+    Ok(payouts::request_payout(&state.store, &request, payout)
+        .await?
+        .into_response())
+}
+
+/// GET /v1/payouts/{id}
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Client, Role::Auditor, Role::Admin])?;
+    let not_found = || ApiError::not_found(format!("payout {raw_id:?} not found"));
+    let payout_id = Uuid::parse_str(&raw_id).map_err(|_| not_found())?;
+    let row = queries::payout(&state.pool, payout_id)
+        .await?
+        .ok_or_else(not_found)?;
+    // Another client's payout is reported as missing, not forbidden, so ids
+    // cannot be probed.
+    if principal.role == Role::Client && row.client_id != principal.client_id {
+        return Err(not_found());
+    }
+    Ok(Json(payout_row_json(&row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+    client_id: Option<String>,
+}
+
+/// GET /v1/payouts: newest first, with a status filter and cursor pages.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&[Role::Client, Role::Auditor, Role::Admin])?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::validation("query", rejection.body_text()))?;
+
+    let status = match query.status {
+        Some(name) => Some(
+            PayoutStatus::parse(&name)
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        "status",
+                        "status must be one of pending, submitted, succeeded, failed, reversed",
+                    )
+                })?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let limit = match query.limit {
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "limit",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                )
+            })?,
+        None => DEFAULT_PAGE_SIZE,
+    };
+    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let client_id = if principal.role == Role::Client {
+        if query.client_id.is_some() {
+            return Err(ApiError::validation(
+                "client_id",
+                "clients can only list their own payouts; omit client_id",
+            ));
+        }
+        Some(principal.client_id)
+    } else {
+        query
+            .client_id
+            .map(|raw| {
+                Uuid::parse_str(&raw)
+                    .map_err(|_| ApiError::validation("client_id", "client_id must be a UUID"))
+            })
+            .transpose()?
+    };
+
+    let filter = PayoutFilter {
+        client_id,
+        status,
+        after,
+        limit,
+    };
+    let (rows, next) = queries::payouts(&state.pool, &filter).await?;
+    let items: Vec<Value> = rows.iter().map(payout_row_json).collect();
+    Ok(Json(json!({
+        "items": items,
+        "next_cursor": next.map(encode_cursor),
+    })))
+}
+
+/// Cursors are opaque to clients: base64url of "{created_at micros}:{payout id}".
+fn encode_cursor(cursor: PayoutCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}",
+        cursor.created_at.timestamp_micros(),
+        cursor.payout_id
+    ))
+}
+
+fn decode_cursor(raw: &str) -> Result<PayoutCursor, ApiError> {
+    let invalid = || {
+        ApiError::validation(
+            "cursor",
+            "cursor is invalid; pass the next_cursor value of the previous page",
+        )
+    };
+    let decoded = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
+    let text = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let created_at: DateTime<Utc> = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    let payout_id = Uuid::parse_str(id).map_err(|_| invalid())?;
+    Ok(PayoutCursor {
+        created_at,
+        payout_id,
+    })
+}

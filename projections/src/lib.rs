@@ -1,0 +1,22 @@
+//! Read models of the Nepxy ledger, built from its events.
+//!
+//! [`views`] applies one stored event to the read-model tables inside the
+//! caller's transaction; every write is guarded by the event's
+//! (aggregate id, sequence), so applying an event twice changes nothing.
+//! [`queries`] reads those tables for the API.
+
+pub mod queries;
+pub mod record;
+pub mod views;
+
+pub use record::EventRecord;
+pub use views::Projected;
+
+/// Errors of the read-model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored value is invalid: {0}")]
+    Corrupt(String),
+}

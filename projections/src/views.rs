@@ -1,0 +1,256 @@
+//! Updates of the read-model tables, one event at a time.
+
+use cqrs_es::{Aggregate, DomainEvent};
+use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::ProjectionError;
+use crate::record::EventRecord;
+
+/// An aggregate whose events feed read models.
+pub trait Projected: Aggregate {
+    /// Applies one stored event to every read model it touches.
+    fn project(
+        conn: &mut PgConnection,
+        record: &EventRecord<Self::Event>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+impl Projected for Wallet {
+    async fn project(
+        conn: &mut PgConnection,
+        record: &EventRecord<WalletEvent>,
+    ) -> Result<(), ProjectionError> {
+        let event = &record.event;
+        let (available_delta, held_delta) = balance_deltas(event);
+        // The update and the insert are one statement: a row that already
+        // saw this sequence is left alone, and a missing row is created.
+        sqlx::query(
+            "WITH updated AS ( \
+                 UPDATE wallet_balances SET \
+                     available_minor = available_minor + $3, \
+                     held_minor = held_minor + $4, \
+                     last_sequence = $5, \
+                     updated_at = $6 \
+                 WHERE client_id = $1 AND currency = $2 AND last_sequence < $5 \
+                 RETURNING 1) \
+             INSERT INTO wallet_balances \
+                 (client_id, currency, available_minor, held_minor, last_sequence, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM updated) \
+               AND NOT EXISTS (SELECT 1 FROM wallet_balances WHERE client_id = $1 AND currency = $2)",
+        )
+        .bind(event.client_id())
+        .bind(event.currency().code())
+        .bind(available_delta)
+        .bind(held_delta)
+        .bind(record.sequence)
+        .bind(record.recorded_at)
+        .execute(&mut *conn)
+        .await?;
+
+        let entry = event.journal_entry();
+        let accounts: Vec<String> = entry
+            .postings
+            .iter()
+            .map(|p| p.account.to_string())
+            .collect();
+        let currencies: Vec<&str> = entry.postings.iter().map(|p| p.currency.code()).collect();
+        let debits: Vec<i64> = entry.postings.iter().map(|p| p.debit_minor).collect();
+        let credits: Vec<i64> = entry.postings.iter().map(|p| p.credit_minor).collect();
+        sqlx::query(
+            "INSERT INTO journal_postings \
+                 (aggregate_type, aggregate_id, sequence, account, currency, debit_minor, credit_minor, recorded_at) \
+             SELECT $1, $2, $3, account, currency, debit, credit, $8 \
+             FROM unnest($4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS p(account, currency, debit, credit) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(record.aggregate_type)
+        .bind(&record.aggregate_id)
+        .bind(record.sequence)
+        .bind(&accounts)
+        .bind(&currencies)
+        .bind(&debits)
+        .bind(&credits)
+        .bind(record.recorded_at)
+        .execute(&mut *conn)
+        .await?;
+
+        let payout_id = match event {
+            WalletEvent::FundsDeposited { .. } => None,
+            WalletEvent::FundsReserved { payout_id, .. }
+            | WalletEvent::FundsSettled { payout_id, .. }
+            | WalletEvent::FundsReleased { payout_id, .. }
+            | WalletEvent::FundsRefunded { payout_id, .. } => Some(*payout_id),
+        };
+        record_history(conn, record, payout_id, Some(event.client_id())).await
+    }
+}
+
+/// Changes of (available, held) caused by a wallet event.
+pub fn balance_deltas(event: &WalletEvent) -> (i64, i64) {
+    match *event {
+        WalletEvent::FundsDeposited { amount_minor, .. } => (amount_minor, 0),
+        WalletEvent::FundsReserved { amount_minor, .. } => (-amount_minor, amount_minor),
+        WalletEvent::FundsSettled { amount_minor, .. } => (0, -amount_minor),
+        WalletEvent::FundsReleased { amount_minor, .. } => (amount_minor, -amount_minor),
+        WalletEvent::FundsRefunded { amount_minor, .. } => (amount_minor, 0),
+    }
+}
+
+impl Projected for Payout {
+    async fn project(
+        conn: &mut PgConnection,
+        record: &EventRecord<PayoutEvent>,
+    ) -> Result<(), ProjectionError> {
+        let payout_id = parse_payout_id(&record.aggregate_id)?;
+        let mut client_id = None;
+        match &record.event {
+            PayoutEvent::PayoutRequested {
+                client_id: owner,
+                amount_minor,
+                currency,
+                provider,
+                recipient,
+                reference,
+                requested_at,
+                ..
+            } => {
+                client_id = Some(*owner);
+                sqlx::query(
+                    "INSERT INTO payouts (payout_id, client_id, status, amount_minor, currency, provider, \
+                         msisdn, recipient_name, reference, created_at, updated_at, last_sequence) \
+                     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (payout_id) DO NOTHING",
+                )
+                .bind(payout_id)
+                .bind(owner)
+                .bind(amount_minor)
+                .bind(currency.code())
+                .bind(provider.name())
+                .bind(recipient.msisdn.as_str())
+                .bind(&recipient.name)
+                .bind(reference)
+                .bind(requested_at)
+                .bind(record.recorded_at)
+                .bind(record.sequence)
+                .execute(&mut *conn)
+                .await?;
+            }
+            PayoutEvent::PayoutSubmitted { provider_ref } => {
+                update_status(
+                    conn,
+                    record,
+                    payout_id,
+                    Some("submitted"),
+                    provider_ref.as_deref(),
+                    None,
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutSucceeded { provider_ref, .. } => {
+                update_status(
+                    conn,
+                    record,
+                    payout_id,
+                    Some("succeeded"),
+                    provider_ref.as_deref(),
+                    None,
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutFailed { failure_code, .. } => {
+                update_status(
+                    conn,
+                    record,
+                    payout_id,
+                    Some("failed"),
+                    None,
+                    failure_code.as_deref(),
+                )
+                .await?;
+            }
+            PayoutEvent::PayoutReversed { provider_ref, .. } => {
+                update_status(
+                    conn,
+                    record,
+                    payout_id,
+                    Some("reversed"),
+                    provider_ref.as_deref(),
+                    None,
+                )
+                .await?;
+            }
+            PayoutEvent::TransitionRejected { .. } => {
+                update_status(conn, record, payout_id, None, None, None).await?;
+            }
+        }
+        record_history(conn, record, Some(payout_id), client_id).await
+    }
+}
+
+fn parse_payout_id(aggregate_id: &str) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(aggregate_id).map_err(|_| {
+        ProjectionError::Corrupt(format!(
+            "payout aggregate id {aggregate_id:?} is not a UUID"
+        ))
+    })
+}
+
+async fn update_status(
+    conn: &mut PgConnection,
+    record: &EventRecord<PayoutEvent>,
+    payout_id: Uuid,
+    status: Option<&str>,
+    provider_ref: Option<&str>,
+    failure_code: Option<&str>,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE payouts SET status = COALESCE($2, status), \
+             provider_ref = COALESCE($3, provider_ref), \
+             failure_code = COALESCE($4, failure_code), \
+             updated_at = $5, last_sequence = $6 \
+         WHERE payout_id = $1 AND last_sequence < $6",
+    )
+    .bind(payout_id)
+    .bind(status)
+    .bind(provider_ref)
+    .bind(failure_code)
+    .bind(record.recorded_at)
+    .bind(record.sequence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn record_history<E: DomainEvent>(
+    conn: &mut PgConnection,
+    record: &EventRecord<E>,
+    payout_id: Option<Uuid>,
+    client_id: Option<Uuid>,
+) -> Result<(), ProjectionError> {
+    let source = serde_json::to_value(record.metadata.source)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO event_history (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payout_id, client_id, request_id, source, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(record.aggregate_type)
+    .bind(&record.aggregate_id)
+    .bind(record.sequence)
+    .bind(record.event.event_type())
+    .bind(record.event.event_version())
+    .bind(payout_id)
+    .bind(client_id)
+    .bind(&record.metadata.request_id)
+    .bind(source)
+    .bind(record.recorded_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
