@@ -46,4 +46,16 @@ else
     printf 'test.sh: running tests against DATABASE_URL from the environment\n' >&2
 fi
 
+# Each end-to-end test creates its own database; drop the ones that earlier
+# runs left behind. The template is kept, since it is rebuilt only when the
+# migrations change.
+stale_databases=$(psql "$DATABASE_URL" -Atc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'nepxy\_test\_%'" 2>/dev/null || true)
+for database in $stale_databases; do
+    psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$database\"" >/dev/null 2>&1 ||
+        printf 'test.sh: warning: could not drop stale database %s\n' "$database" >&2
+done
+
+# The end-to-end tests start the real binaries from target/debug.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

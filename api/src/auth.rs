@@ -209,11 +209,13 @@ impl FromRequestParts<AppState> for Principal {
                 "missing Authorization header; send 'Authorization: Bearer <token>'",
             )
         })?;
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
         let token = header_value
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| {
                 ApiError::unauthorized("Authorization header must be 'Bearer <token>'")

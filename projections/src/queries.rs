@@ -117,3 +117,51 @@ pub async fn journal_imbalance(pool: &PgPool) -> Result<Vec<(String, i64)>, Proj
     .await?;
     Ok(rows)
 }
+
+/// A wallet whose read-model balance differs from the sum of its postings.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct WalletMismatch {
+    pub client_id: Uuid,
+    pub currency: String,
+    pub available_minor: i64,
+    pub held_minor: i64,
+    pub posted_available_minor: i64,
+    pub posted_held_minor: i64,
+}
+
+/// Wallets whose `wallet_balances` row disagrees with `journal_postings`.
+pub async fn wallet_mismatches(pool: &PgPool) -> Result<Vec<WalletMismatch>, ProjectionError> {
+    let rows = sqlx::query_as::<_, WalletMismatch>(
+        "WITH posted AS ( \
+             SELECT account, currency, (sum(debit_minor) - sum(credit_minor))::bigint AS balance \
+             FROM journal_postings WHERE account LIKE 'client:%' GROUP BY account, currency) \
+         SELECT w.client_id, w.currency, w.available_minor, w.held_minor, \
+                COALESCE(a.balance, 0) AS posted_available_minor, \
+                COALESCE(h.balance, 0) AS posted_held_minor \
+         FROM wallet_balances w \
+         LEFT JOIN posted a ON a.account = 'client:' || w.client_id || ':available' AND a.currency = w.currency \
+         LEFT JOIN posted h ON h.account = 'client:' || w.client_id || ':held' AND h.currency = w.currency \
+         WHERE w.available_minor <> COALESCE(a.balance, 0) OR w.held_minor <> COALESCE(h.balance, 0) \
+         ORDER BY w.client_id, w.currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Client available or held accounts whose postings sum below zero.
+pub async fn negative_available_accounts(
+    pool: &PgPool,
+) -> Result<Vec<(String, String, i64)>, ProjectionError> {
+    let rows = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT account, currency, (sum(debit_minor) - sum(credit_minor))::bigint AS balance \
+         FROM journal_postings \
+         WHERE account LIKE 'client:%' \
+         GROUP BY account, currency \
+         HAVING sum(debit_minor) - sum(credit_minor) < 0 \
+         ORDER BY account, currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

@@ -441,3 +441,80 @@ pub fn binary_path(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Asserts that `reply` is an RFC 9457 problem with the given status and
+/// type, and that its `request_id` equals the X-Request-ID header.
+/// `context` names the request in failure messages.
+pub fn assert_problem(reply: &Reply, status: StatusCode, problem_type: &str, context: &str) {
+    assert_eq!(
+        reply.status, status,
+        "{context}: status, body {:?}",
+        reply.body
+    );
+    assert_eq!(
+        reply.content_type(),
+        Some("application/problem+json"),
+        "{context}: content type"
+    );
+    assert_eq!(
+        reply.body["type"], problem_type,
+        "{context}: problem type, body {:?}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body["status"],
+        status.as_u16(),
+        "{context}: problem status"
+    );
+    assert!(
+        reply.body["title"].is_string(),
+        "{context}: problem title is missing"
+    );
+    assert!(
+        reply.body["detail"].is_string(),
+        "{context}: problem detail is missing"
+    );
+    let header = reply.header("x-request-id");
+    assert!(
+        header.is_some(),
+        "{context}: X-Request-ID header is missing"
+    );
+    assert_eq!(
+        reply.body["request_id"].as_str(),
+        header,
+        "{context}: problem request_id differs from X-Request-ID"
+    );
+}
+
+impl TestApp {
+    /// Returns `(available, held)` of a client's wallet in `currency` as
+    /// GET /v1/accounts/{client_id}/balance reports it, or `(0, 0)` when the
+    /// client has no wallet in that currency.
+    pub async fn balance_of(&self, reader: &Caller, client_id: Uuid, currency: &str) -> (i64, i64) {
+        let reply = self
+            .get(&format!("/v1/accounts/{client_id}/balance"), &reader.token)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "balance: {:?}", reply.body);
+        let balances = reply.body["balances"].as_array().expect("balances array");
+        balances
+            .iter()
+            .find(|balance| balance["currency"] == currency)
+            .map(|balance| {
+                (
+                    balance["available"]
+                        .as_i64()
+                        .expect("available is an integer"),
+                    balance["held"].as_i64().expect("held is an integer"),
+                )
+            })
+            .unwrap_or((0, 0))
+    }
+
+    /// Runs a `SELECT count(*)` query on the test database and returns the count.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|error| panic!("count query {sql:?} failed: {error}"))
+    }
+}

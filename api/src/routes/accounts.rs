@@ -32,12 +32,13 @@ pub async fn deposit(
     State(state): State<AppState>,
     principal: Principal,
     Path(client_id): Path<String>,
-    IdempotencyKey(key): IdempotencyKey,
-    body: JsonBody<DepositBody>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<JsonBody<DepositBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Admin, Role::Operator])?;
+    let IdempotencyKey(key) = key?;
     let client_id = parse_client_id(&client_id)?;
-    let JsonBody { value, parsed } = body;
+    let JsonBody { value, parsed } = body?;
     let currency = input::currency(&input::required(parsed.currency, "currency")?, "currency")?;
     let amount = input::required(parsed.amount, "amount")?;
     let money = input::amount(&amount, currency, state.config.max_amount_minor, "amount")?;

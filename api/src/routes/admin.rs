@@ -86,10 +86,10 @@ pub struct NewClientBody {
 pub async fn create_client(
     State(state): State<AppState>,
     principal: Principal,
-    body: JsonBody<NewClientBody>,
+    body: Result<JsonBody<NewClientBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Admin])?;
-    let body = body.parsed;
+    let body = body?.parsed;
     let name = input::required(
         input::text(body.name, MAX_CLIENT_NAME_CHARS, "name")?,
         "name",

@@ -68,11 +68,14 @@ impl PayoutBody {
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    IdempotencyKey(key): IdempotencyKey,
-    body: JsonBody<PayoutBody>,
+    key: Result<IdempotencyKey, ApiError>,
+    body: Result<JsonBody<PayoutBody>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // The role is checked before the request itself, so a caller without the
+    // role learns nothing from validation errors.
     principal.require(&[Role::Client])?;
-    let JsonBody { value, parsed } = body;
+    let IdempotencyKey(key) = key?;
+    let JsonBody { value, parsed } = body?;
     let payout = parsed.validate(state.config.max_amount_minor)?;
     let request = IdempotentRequest {
         principal: &principal,

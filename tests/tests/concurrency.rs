@@ -1,0 +1,264 @@
+//! Many payouts at once from one wallet: every request is served, the read
+//! models agree with the events and the wallet never goes below zero.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nepxy_tests::{Caller, Reply, TestApp, assert_problem, payout_body, spawn_app};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+/// Sends `count` payouts of `amount` XOF with distinct keys, at most
+/// `parallel` at a time, and returns the replies in key order.
+async fn send_payouts(
+    app: &Arc<TestApp>,
+    client: &Caller,
+    count: usize,
+    amount: i64,
+    parallel: usize,
+) -> Vec<Reply> {
+    let permits = Arc::new(Semaphore::new(parallel));
+    let client = Arc::new(client.clone());
+    let mut requests = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let (app, client, permits) = (Arc::clone(app), Arc::clone(&client), Arc::clone(&permits));
+        requests.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore is open");
+            let key = format!("parallel-{index}");
+            let reply = app
+                .post_payout(&client, &key, &payout_body(amount, "tmoney"))
+                .await;
+            (index, reply)
+        });
+    }
+    let mut replies = requests.join_all().await;
+    replies.sort_by_key(|(index, _)| *index);
+    replies.into_iter().map(|(_, reply)| reply).collect()
+}
+
+/// Reads the wallet's events in sequence order as (sequence, event type,
+/// payload).
+async fn wallet_events(app: &TestApp, wallet_id: &str) -> Vec<(i64, String, Value)> {
+    sqlx::query_as(
+        "SELECT sequence, event_type, payload::jsonb FROM events \
+         WHERE aggregate_type = 'Wallet' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(wallet_id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("read wallet events")
+}
+
+/// Replays wallet events into `(available, held)`, failing if either ever
+/// drops below zero.
+fn balance_from_events(events: &[(i64, String, Value)]) -> (i64, i64) {
+    let (mut available, mut held) = (0_i64, 0_i64);
+    for (sequence, event_type, payload) in events {
+        let amount = payload[event_type.as_str()]["amount_minor"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("event {sequence} has no amount_minor: {payload}"));
+        match event_type.as_str() {
+            "FundsDeposited" => available += amount,
+            "FundsReserved" => {
+                available -= amount;
+                held += amount;
+            }
+            "FundsSettled" => held -= amount,
+            "FundsReleased" => {
+                held -= amount;
+                available += amount;
+            }
+            "FundsRefunded" => available += amount,
+            other => panic!("event {sequence} has an unknown type {other}"),
+        }
+        assert!(
+            available >= 0,
+            "available is {available} after event {sequence}"
+        );
+        assert!(held >= 0, "held is {held} after event {sequence}");
+    }
+    (available, held)
+}
+
+/// Reads the client's XOF row of `wallet_balances` as (available, held,
+/// last_sequence).
+async fn balance_row(app: &TestApp, client: &Caller) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT available_minor, held_minor, last_sequence FROM wallet_balances \
+         WHERE client_id = $1 AND currency = 'XOF'",
+    )
+    .bind(client.client_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("wallet_balances row")
+}
+
+/// Lists the client's payouts in pages of 7 and returns their ids, checking
+/// that each page is ordered newest first.
+async fn list_ids(app: &TestApp, client: &Caller) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut path = "/v1/payouts?limit=7".to_owned();
+    loop {
+        let reply = app.get(&path, &client.token).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "list {path}: {:?}",
+            reply.body
+        );
+        let items = reply.body["items"].as_array().expect("items array");
+        let created_at: Vec<&str> = items
+            .iter()
+            .map(|item| item["created_at"].as_str().expect("created_at"))
+            .collect();
+        let parsed: Vec<chrono::DateTime<chrono::Utc>> = created_at
+            .iter()
+            .map(|text| text.parse().expect("created_at is RFC 3339"))
+            .collect();
+        assert!(
+            parsed.windows(2).all(|pair| pair[0] >= pair[1]),
+            "page {path} is newest first: {created_at:?}"
+        );
+        ids.extend(
+            items
+                .iter()
+                .map(|item| item["id"].as_str().expect("id").to_owned()),
+        );
+        match reply.body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/payouts?limit=7&cursor={cursor}"),
+            None => return ids,
+        }
+        assert!(ids.len() <= 1_000, "listing does not end");
+    }
+}
+
+#[tokio::test]
+async fn parallel_payouts_keep_ledger_consistent() {
+    let app = Arc::new(spawn_app().await);
+    let (_admin, client) = app.funded_client(1_000_000, "XOF").await;
+    let wallet_id = format!("{}:XOF", client.client_id);
+
+    let replies = send_payouts(&app, &client, 200, 1_000, 32).await;
+
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for reply in &replies {
+        *statuses.entry(reply.status.as_u16()).or_default() += 1;
+    }
+    assert_eq!(
+        statuses.get(&201),
+        Some(&200),
+        "answers by status: {statuses:?}"
+    );
+
+    let events = wallet_events(&app, &wallet_id).await;
+    let sequences: Vec<i64> = events.iter().map(|(sequence, _, _)| *sequence).collect();
+    let expected: Vec<i64> = (1..=201).collect();
+    assert_eq!(
+        sequences, expected,
+        "wallet sequences are 1..=201 without gaps"
+    );
+
+    let from_events = balance_from_events(&events);
+    assert_eq!(
+        from_events,
+        (800_000, 200_000),
+        "balance replayed from events"
+    );
+    let (available, held, last_sequence) = balance_row(&app, &client).await;
+    assert_eq!(
+        (available, held),
+        from_events,
+        "wallet_balances row equals the events"
+    );
+    assert_eq!(last_sequence, 201, "wallet_balances last_sequence");
+    assert_eq!(
+        app.balance_of(&client, client.client_id, "XOF").await,
+        (800_000, 200_000),
+        "balance reported by the API"
+    );
+
+    assert_eq!(
+        app.count("SELECT count(*) FROM payouts").await,
+        200,
+        "payouts rows"
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT payout_id) FROM payouts WHERE status = 'pending'")
+            .await,
+        200,
+        "distinct pending payouts"
+    );
+    let mut created: Vec<String> = replies
+        .iter()
+        .map(|reply| reply.body["id"].as_str().expect("id").to_owned())
+        .collect();
+    let mut listed = list_ids(&app, &client).await;
+    assert_eq!(listed.len(), 200, "payouts listed in pages of 7");
+    created.sort();
+    listed.sort();
+    assert_eq!(listed, created, "every payout is listed exactly once");
+
+    let unbalanced: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT currency, (sum(debit_minor) - sum(credit_minor))::bigint FROM journal_postings \
+         GROUP BY currency HAVING sum(debit_minor) <> sum(credit_minor)",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("sum journal postings");
+    assert!(
+        unbalanced.is_empty(),
+        "debits minus credits per currency: {unbalanced:?}"
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT (aggregate_id, sequence)) FROM journal_postings")
+            .await,
+        201,
+        "one journal entry per wallet event"
+    );
+}
+
+#[tokio::test]
+async fn overdraft_race_stops_at_zero() {
+    let app = Arc::new(spawn_app().await);
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let wallet_id = format!("{}:XOF", client.client_id);
+
+    let replies = send_payouts(&app, &client, 30, 1_000, 30).await;
+
+    let created = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 10, "payouts accepted");
+    for reply in replies
+        .iter()
+        .filter(|reply| reply.status != StatusCode::CREATED)
+    {
+        assert_problem(
+            reply,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/insufficient-funds",
+            "payout beyond the balance",
+        );
+    }
+
+    let events = wallet_events(&app, &wallet_id).await;
+    assert_eq!(
+        events.len(),
+        11,
+        "wallet events: one deposit and ten reserves"
+    );
+    assert_eq!(
+        balance_from_events(&events),
+        (0, 10_000),
+        "balance replayed from events"
+    );
+    let (available, held, _) = balance_row(&app, &client).await;
+    assert_eq!((available, held), (0, 10_000), "wallet_balances row");
+    assert_eq!(
+        app.count("SELECT count(*) FROM payouts").await,
+        10,
+        "payouts rows"
+    );
+}
