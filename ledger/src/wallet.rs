@@ -225,6 +225,28 @@ pub enum HoldState {
     Refunded,
 }
 
+impl HoldState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldState::Held => "held",
+            HoldState::Settled => "settled",
+            HoldState::Released => "released",
+            HoldState::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            HoldState::Held,
+            HoldState::Settled,
+            HoldState::Released,
+            HoldState::Refunded,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == name)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub amount_minor: i64,
@@ -241,15 +263,31 @@ pub struct Wallet {
     pub currency: Option<Currency>,
     pub available_minor: i64,
     pub held_minor: i64,
-    /// Deposit ids already applied, with their amounts.
+    /// Deposits known to this instance, with their amounts.
+    ///
+    /// `deposits` and `holds` are a working set, not the full history: they
+    /// grow with every deposit and payout, so snapshots leave them out, and
+    /// the repository loads the entry of the id a command names (with
+    /// [`Wallet::remember_deposit`] and [`Wallet::remember_hold`]) before
+    /// deciding. Replaying every event fills them completely.
+    #[serde(skip)]
     pub deposits: HashMap<Uuid, i64>,
-    /// Every payout that ever reserved funds here.
-    // TODO: holds and deposits grow with the wallet's history; closed entries
-    // should move out of the snapshot once ids are checked another way.
+    /// Reservations known to this instance, by payout id.
+    #[serde(skip)]
     pub holds: HashMap<Uuid, Hold>,
 }
 
 impl Wallet {
+    /// Adds a deposit recorded before the snapshot this wallet was loaded from.
+    pub fn remember_deposit(&mut self, deposit_id: Uuid, amount_minor: i64) {
+        self.deposits.insert(deposit_id, amount_minor);
+    }
+
+    /// Adds a reservation recorded before the snapshot this wallet was loaded from.
+    pub fn remember_hold(&mut self, payout_id: Uuid, hold: Hold) {
+        self.holds.insert(payout_id, hold);
+    }
+
     fn check_owner(&self, client_id: Uuid, currency: Currency) -> Result<(), WalletError> {
         if let Some(expected) = self.client_id
             && expected != client_id

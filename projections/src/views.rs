@@ -1,6 +1,7 @@
 //! Updates of the read-model tables, one event at a time.
 
 use cqrs_es::{Aggregate, DomainEvent};
+use nepxy_ledger::wallet::HoldState;
 use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -77,6 +78,8 @@ impl Projected for Wallet {
         .execute(&mut *conn)
         .await?;
 
+        record_wallet_id(conn, record).await?;
+
         let payout_id = match event {
             WalletEvent::FundsDeposited { .. } => None,
             WalletEvent::FundsReserved { payout_id, .. }
@@ -86,6 +89,72 @@ impl Projected for Wallet {
         };
         record_history(conn, record, payout_id, Some(event.client_id())).await
     }
+}
+
+/// Records the deposit or the reservation state an event names, so that a
+/// later command with the same id is recognized without replaying history.
+async fn record_wallet_id(
+    conn: &mut PgConnection,
+    record: &EventRecord<WalletEvent>,
+) -> Result<(), ProjectionError> {
+    let (payout_id, amount_minor, state, provider) = match record.event {
+        WalletEvent::FundsDeposited {
+            deposit_id,
+            amount_minor,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO wallet_deposits (wallet_id, deposit_id, amount_minor, sequence) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&record.aggregate_id)
+            .bind(deposit_id)
+            .bind(amount_minor)
+            .bind(record.sequence)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
+        WalletEvent::FundsReserved {
+            payout_id,
+            amount_minor,
+            ..
+        } => (payout_id, amount_minor, HoldState::Held, None),
+        WalletEvent::FundsSettled {
+            payout_id,
+            amount_minor,
+            provider,
+            ..
+        } => (payout_id, amount_minor, HoldState::Settled, Some(provider)),
+        WalletEvent::FundsReleased {
+            payout_id,
+            amount_minor,
+            ..
+        } => (payout_id, amount_minor, HoldState::Released, None),
+        WalletEvent::FundsRefunded {
+            payout_id,
+            amount_minor,
+            ..
+        } => (payout_id, amount_minor, HoldState::Refunded, None),
+    };
+    sqlx::query(
+        "INSERT INTO wallet_holds (wallet_id, payout_id, amount_minor, state, provider, last_sequence) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (wallet_id, payout_id) DO UPDATE SET \
+             state = EXCLUDED.state, \
+             provider = COALESCE(EXCLUDED.provider, wallet_holds.provider), \
+             last_sequence = EXCLUDED.last_sequence \
+         WHERE wallet_holds.last_sequence < EXCLUDED.last_sequence",
+    )
+    .bind(&record.aggregate_id)
+    .bind(payout_id)
+    .bind(amount_minor)
+    .bind(state.as_str())
+    .bind(provider.map(|provider| provider.name()))
+    .bind(record.sequence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Changes of (available, held) caused by a wallet event.

@@ -10,6 +10,10 @@ async fn payout_reserves_funds() {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     assert_eq!(reply.body["status"], "pending");
+    assert_eq!(
+        reply.body["updated_at"], reply.body["created_at"],
+        "a new payout is created and last updated by the same event"
+    );
     let balance = app
         .get(
             &format!("/v1/accounts/{}/balance", client.client_id),

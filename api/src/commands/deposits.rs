@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use nepxy_ledger::metadata::Source;
-use nepxy_ledger::{Money, Wallet, WalletCommand, ids};
+use nepxy_ledger::{Money, WalletCommand, ids};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ pub async fn deposit(
     let wallet_id = &wallet_id;
     run_idempotent(store, request, move |mut unit| async move {
         unit.lock_aggregates(&[("Wallet", wallet_id)]).await?;
-        let mut wallet = unit.load::<Wallet>(wallet_id).await?;
+        let mut wallet = unit.load_wallet(wallet_id, deposit_id).await?;
         let events = wallet.aggregate.decide(WalletCommand::Deposit {
             client_id,
             currency: money.currency,

@@ -2,10 +2,10 @@
 //! one transaction.
 
 use axum::http::StatusCode;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use nepxy_ledger::metadata::Source;
 use nepxy_ledger::payout::{PayoutState, Recipient};
-use nepxy_ledger::{Money, Payout, PayoutCommand, Provider, Wallet, WalletCommand, ids};
+use nepxy_ledger::{Money, Payout, PayoutCommand, Provider, WalletCommand, ids};
 use serde_json::{Value, json};
 
 use super::{IdempotentRequest, Outcome, run_idempotent};
@@ -36,7 +36,8 @@ pub async fn request_payout(
         unit.lock_aggregates(&[("Payout", payout_key), ("Wallet", wallet_id)])
             .await?;
         let mut payout_aggregate = unit.load::<Payout>(payout_key).await?;
-        let mut wallet = unit.load::<Wallet>(wallet_id).await?;
+        let mut wallet = unit.load_wallet(wallet_id, payout_id).await?;
+        let metadata = request.metadata(Source::Api);
 
         let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
             client_id,
@@ -51,10 +52,9 @@ pub async fn request_payout(
             provider: payout.provider,
             recipient: payout.recipient.clone(),
             reference: payout.reference.clone(),
-            requested_at: Utc::now().trunc_subsecs(6),
+            requested_at: metadata.recorded_at,
         })?;
 
-        let metadata = request.metadata(Source::Api);
         unit.append(&mut wallet, reserve, &metadata).await?;
         let records = unit
             .append(&mut payout_aggregate, requested, &metadata)

@@ -8,7 +8,6 @@
 //! once. Writers of one aggregate queue on its advisory lock instead of
 //! failing on an optimistic-concurrency conflict.
 
-use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, DomainEvent};
 use nepxy_ledger::metadata::EventMetadata;
 use nepxy_projections::{EventRecord, Projected};
@@ -157,12 +156,14 @@ impl UnitOfWork {
             payloads.push(serde_json::to_string(event)?);
         }
 
-        let inserted = sqlx::query_scalar::<_, DateTime<Utc>>(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT $1, $2, sequence, event_type, event_version, payload::json, $7::json \
+        // recorded_at comes from the metadata, so the events of one command
+        // and the timestamps in its answer agree to the microsecond.
+        let recorded_at = metadata.recorded_at;
+        let inserted = sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
+             SELECT $1, $2, sequence, event_type, event_version, payload::json, $7::json, $8 \
              FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) \
-                 AS e(sequence, event_type, event_version, payload) \
-             RETURNING recorded_at",
+                 AS e(sequence, event_type, event_version, payload)",
         )
         .bind(A::TYPE)
         .bind(&loaded.id)
@@ -171,11 +172,12 @@ impl UnitOfWork {
         .bind(&versions)
         .bind(&payloads)
         .bind(&metadata_json)
-        .fetch_all(&mut *self.tx)
+        .bind(recorded_at)
+        .execute(&mut *self.tx)
         .await;
 
-        let recorded_at = match inserted {
-            Ok(times) => times.first().copied().unwrap_or_else(Utc::now),
+        match inserted {
+            Ok(_) => {}
             Err(sqlx::Error::Database(error))
                 if error.code().as_deref() == Some(UNIQUE_VIOLATION) =>
             {
@@ -185,7 +187,7 @@ impl UnitOfWork {
                 });
             }
             Err(error) => return Err(error.into()),
-        };
+        }
 
         let mut records = Vec::with_capacity(events.len());
         for (event, sequence) in events.into_iter().zip(sequences) {

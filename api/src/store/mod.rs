@@ -3,6 +3,7 @@
 pub mod clients;
 pub mod events;
 pub mod idempotency;
+pub mod wallets;
 
 use sha2::{Digest, Sha256};
 
