@@ -1,1 +1,1137 @@
-fn main() {}
+//! Drives a demo scenario through a running nepxy-api over HTTP.
+//!
+//! The scenario bootstraps the first admin, creates a client, funds its
+//! wallet, sends payouts, repeats the payouts marked `"repeat": true` to
+//! show the idempotent replay, reads everything back and checks the
+//! balance. Every step prints one line starting with `ok` or `FAIL`, and the
+//! program exits with status 1 at the first failure.
+//!
+//! Because bootstrap succeeds only while the database has no admin, each run
+//! needs a fresh database, which `scripts/run.sh` creates.
+//!
+//! Scenario file (JSON, see examples/scenario.json). Amounts are integers in
+//! the currency's minor unit, as in the API, and every payout uses the
+//! deposit's currency:
+//!
+//! ```json
+//! {
+//!   "client": { "name": "Nepxy app" },
+//!   "deposit": { "idempotency_key": "…", "amount": 1000000, "currency": "XOF" },
+//!   "payouts": [
+//!     { "idempotency_key": "…", "provider": "tmoney", "amount": 25000,
+//!       "recipient": { "msisdn": "+22890112233", "name": "…" },
+//!       "reference": "…", "repeat": true }
+//!   ]
+//! }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nepxy_ledger::Currency;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Pause between two GET /health attempts while waiting for the service.
+const HEALTH_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// Upper bound on GET /v1/payouts pages read while looking for the
+/// scenario's payouts, so that a cursor that never ends cannot loop forever.
+const MAX_LIST_PAGES: usize = 100;
+/// Maximum number of characters of a non-JSON error body shown in a FAIL line.
+const MAX_BODY_EXCERPT_CHARS: usize = 300;
+
+#[derive(Parser)]
+#[command(
+    name = "nepxy-scenario",
+    version,
+    about = "Run a demo scenario (admin, client, deposit, payouts, idempotent replay, balance) against a running nepxy-api"
+)]
+struct Cli {
+    /// Base URL of the running nepxy-api.
+    #[arg(long, default_value = "http://127.0.0.1:8001")]
+    base_url: String,
+
+    /// Scenario file (JSON). A relative path starts from the current directory.
+    #[arg(long, default_value = "examples/scenario.json")]
+    scenario: PathBuf,
+
+    /// The service's BOOTSTRAP_ADMIN_SECRET, sent as the X-Bootstrap-Secret header.
+    #[arg(long, env = "BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
+    bootstrap_secret: String,
+
+    /// Seconds to wait for GET /health to return 200 before the first step.
+    #[arg(long, default_value_t = 30)]
+    wait_seconds: u64,
+
+    /// Timeout of each HTTP request, in seconds.
+    #[arg(long, default_value_t = 10)]
+    request_timeout_seconds: u64,
+
+    /// Directory where the admin's and the client's POST /v1/auth/token
+    /// bodies (with their secrets) are written, readable by the owner only.
+    #[arg(long)]
+    credentials_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            println!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), StepFailure> {
+    let scenario = load_scenario(&cli.scenario)?;
+    let repeated = scenario.payouts.iter().filter(|p| p.repeat).count();
+    pass(format!(
+        "read scenario {}: payouts {}, to repeat {repeated}",
+        cli.scenario.display(),
+        scenario.payouts.len()
+    ));
+
+    let api = Api::new(
+        &cli.base_url,
+        Duration::from_secs(cli.request_timeout_seconds),
+    )?;
+    wait_for_health(&api, Duration::from_secs(cli.wait_seconds)).await?;
+
+    let admin = bootstrap_admin(&api, &cli.bootstrap_secret).await?;
+    let client = create_client(&api, &admin, &scenario.client.name).await?;
+    if let Some(dir) = &cli.credentials_dir {
+        write_credentials(dir, &admin, &client)?;
+    }
+
+    deposit(&api, &admin, &client, &scenario.deposit).await?;
+    let currency = &scenario.deposit.currency;
+    let mut payouts = Vec::new();
+    for (index, spec) in scenario.payouts.iter().enumerate() {
+        let label = format!("payout {}/{}", index + 1, scenario.payouts.len());
+        payouts.push(create_payout(&api, &client, currency, spec, label).await?);
+    }
+    for payout in payouts.iter().filter(|payout| payout.spec.repeat) {
+        repeat_payout(&api, &client, currency, payout).await?;
+    }
+
+    for payout in &mut payouts {
+        read_payout(&api, &client, currency, payout).await?;
+    }
+    check_payout_list(&api, &client, &payouts).await?;
+    let balances = check_balance(&api, &client, &scenario.deposit, &payouts).await?;
+
+    print_report(&client, &payouts, &balances);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Scenario file
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    client: ClientSpec,
+    deposit: DepositSpec,
+    payouts: Vec<PayoutSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientSpec {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepositSpec {
+    idempotency_key: String,
+    amount: i64,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutSpec {
+    idempotency_key: String,
+    provider: String,
+    amount: i64,
+    recipient: RecipientSpec,
+    reference: Option<String>,
+    /// Send the request a second time with the same Idempotency-Key and body.
+    #[serde(default)]
+    repeat: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipientSpec {
+    msisdn: String,
+    name: Option<String>,
+}
+
+/// Reads and checks the scenario file. Amounts, providers and numbers are
+/// left to the service to validate, because the scenario shows how it responds.
+fn load_scenario(path: &Path) -> Result<Scenario, StepFailure> {
+    let step = format!("read scenario {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        StepFailure::local(
+            &step,
+            format!("cannot read the file: {error}. Pass an existing file with --scenario"),
+        )
+    })?;
+    let scenario: Scenario = serde_json::from_str(&text)
+        .map_err(|error| StepFailure::local(&step, format!("invalid scenario JSON: {error}")))?;
+
+    if scenario.payouts.is_empty() {
+        return Err(StepFailure::local(
+            &step,
+            "the payouts list is empty. Add at least one payout",
+        ));
+    }
+    // A duplicate key would turn the second payout into a replay of the
+    // first, which the scenario would then report as a failed payout.
+    let mut keys = HashSet::new();
+    for payout in &scenario.payouts {
+        if !keys.insert(payout.idempotency_key.as_str()) {
+            return Err(StepFailure::local(
+                &step,
+                format!(
+                    "idempotency_key {:?} is used by more than one payout. Give each payout its own key, and mark a payout with \"repeat\": true to replay it",
+                    payout.idempotency_key
+                ),
+            ));
+        }
+    }
+    Ok(scenario)
+}
+
+// ---------------------------------------------------------------------------
+// Steps
+
+/// A client of the service with its secret and access token.
+struct Caller {
+    client_id: String,
+    secret: String,
+    token: String,
+}
+
+/// A payout as created by the scenario and last read back from the service.
+struct Payout<'a> {
+    spec: &'a PayoutSpec,
+    label: String,
+    request_body: Value,
+    created_body: Value,
+    id: String,
+    status: String,
+}
+
+async fn wait_for_health(api: &Api, max_wait: Duration) -> Result<(), StepFailure> {
+    let step = "GET /health";
+    let started = Instant::now();
+    let last_problem = loop {
+        let problem = match api
+            .send(step, Method::GET, "/health", None, &[], None)
+            .await
+        {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                pass(format!(
+                    "{step}: service is up, database {}, version {} (after {:.1} s)",
+                    text_field(&reply.body, "database"),
+                    text_field(&reply.body, "version"),
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
+            Ok(reply) => format!("HTTP {}: {}", reply.status, summarize_body(&reply.body)),
+            Err(failure) => failure.detail,
+        };
+        if started.elapsed() + HEALTH_RETRY_INTERVAL > max_wait {
+            break problem;
+        }
+        tokio::time::sleep(HEALTH_RETRY_INTERVAL).await;
+    };
+    Err(StepFailure::local(
+        step,
+        format!(
+            "no 200 from {} within {} s, last result: {last_problem}. Check that nepxy-api is running there, or raise --wait-seconds",
+            api.url("/health"),
+            max_wait.as_secs()
+        ),
+    ))
+}
+
+async fn bootstrap_admin(api: &Api, bootstrap_secret: &str) -> Result<Caller, StepFailure> {
+    let step = "bootstrap admin";
+    let reply = api
+        .send(
+            step,
+            Method::POST,
+            "/v1/admin/bootstrap",
+            None,
+            &[("x-bootstrap-secret", bootstrap_secret)],
+            Some(&json!({ "name": "scenario admin" })),
+        )
+        .await?;
+    let reply = match reply.status {
+        StatusCode::CONFLICT => {
+            return Err(StepFailure::http(step, &reply).with_hint(
+                "The database already has an admin, so run the scenario against a fresh database. scripts/run.sh creates one when DATABASE_URL is unset",
+            ));
+        }
+        StatusCode::UNAUTHORIZED => {
+            return Err(StepFailure::http(step, &reply).with_hint(
+                "Pass the service's BOOTSTRAP_ADMIN_SECRET with --bootstrap-secret or the BOOTSTRAP_ADMIN_SECRET variable",
+            ));
+        }
+        StatusCode::NOT_FOUND => {
+            return Err(StepFailure::http(step, &reply)
+                .with_hint("Bootstrap is off because the service has no BOOTSTRAP_ADMIN_SECRET, so restart it with one set"));
+        }
+        _ => reply.expect(step, StatusCode::CREATED)?,
+    };
+    let client_id = required_text(step, &reply.body, "client_id")?;
+    let secret = required_text(step, &reply.body, "client_secret")?;
+    pass(format!("{step}: created admin {client_id}"));
+
+    let token = issue_token(api, "admin", &client_id, &secret).await?;
+    Ok(Caller {
+        client_id,
+        secret,
+        token,
+    })
+}
+
+async fn issue_token(
+    api: &Api,
+    role: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<String, StepFailure> {
+    let step = format!("token for {role}");
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            "/v1/auth/token",
+            None,
+            &[],
+            Some(&token_request_body(client_id, secret)),
+        )
+        .await?
+        .expect(&step, StatusCode::OK)?;
+    let token = required_text(&step, &reply.body, "access_token")?;
+    pass(format!(
+        "{step}: expires in {} s",
+        text_field(&reply.body, "expires_in")
+    ));
+    Ok(token)
+}
+
+fn token_request_body(client_id: &str, secret: &str) -> Value {
+    json!({
+        "grant_type": "client_credentials",
+        "client_id": client_id,
+        "client_secret": secret,
+    })
+}
+
+async fn create_client(api: &Api, admin: &Caller, name: &str) -> Result<Caller, StepFailure> {
+    let step = format!("create client {name:?}");
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            "/v1/admin/clients",
+            Some(&admin.token),
+            &[],
+            Some(&json!({ "name": name, "role": "client" })),
+        )
+        .await?
+        .expect(&step, StatusCode::CREATED)?;
+    let client_id = required_text(&step, &reply.body, "client_id")?;
+    let secret = required_text(&step, &reply.body, "client_secret")?;
+    pass(format!("{step}: created client {client_id}"));
+
+    let token = issue_token(api, "client", &client_id, &secret).await?;
+    Ok(Caller {
+        client_id,
+        secret,
+        token,
+    })
+}
+
+/// Writes the POST /v1/auth/token bodies of both callers, so that a person
+/// can get tokens with curl without the secrets appearing in any output.
+fn write_credentials(dir: &Path, admin: &Caller, client: &Caller) -> Result<(), StepFailure> {
+    let step = format!("write token request bodies to {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|error| {
+        StepFailure::local(&step, format!("cannot create the directory: {error}"))
+    })?;
+    for (file_name, caller) in [
+        ("admin-token-request.json", admin),
+        ("client-token-request.json", client),
+    ] {
+        let path = dir.join(file_name);
+        let body = token_request_body(&caller.client_id, &caller.secret);
+        write_private_file(&path, format!("{body:#}\n").as_bytes()).map_err(|error| {
+            StepFailure::local(&step, format!("cannot write {}: {error}", path.display()))
+        })?;
+    }
+    pass(format!(
+        "{step}: admin-token-request.json, client-token-request.json"
+    ));
+    Ok(())
+}
+
+/// Writes `contents` to `path`, readable and writable by the owner only.
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // The mode above applies only when the file is created.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)
+    }
+    #[cfg(not(unix))]
+    {
+        options.open(path)?.write_all(contents)
+    }
+}
+
+async fn deposit(
+    api: &Api,
+    admin: &Caller,
+    client: &Caller,
+    spec: &DepositSpec,
+) -> Result<(), StepFailure> {
+    let step = format!(
+        "deposit {} to client {}",
+        format_amount(spec.amount, &spec.currency),
+        client.client_id
+    );
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            &format!("/v1/accounts/{}/deposits", client.client_id),
+            Some(&admin.token),
+            &[("idempotency-key", &spec.idempotency_key)],
+            Some(&json!({ "amount": spec.amount, "currency": spec.currency })),
+        )
+        .await?
+        .expect(&step, StatusCode::CREATED)?;
+
+    // The client was created by this run, so the deposit is its only money.
+    let available = reply.body["balance"]["available"].as_i64();
+    let held = reply.body["balance"]["held"].as_i64();
+    if available != Some(spec.amount) || held != Some(0) {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "expected balance available {} and held 0 for a new client, got {}",
+                spec.amount, reply.body["balance"]
+            ),
+        ));
+    }
+    pass(format!(
+        "{step}: deposit {}, available {}",
+        text_field(&reply.body, "deposit_id"),
+        format_amount(spec.amount, &spec.currency)
+    ));
+    Ok(())
+}
+
+async fn create_payout<'a>(
+    api: &Api,
+    client: &Caller,
+    currency: &str,
+    spec: &'a PayoutSpec,
+    label: String,
+) -> Result<Payout<'a>, StepFailure> {
+    let step = format!(
+        "{label}: {} to {} via {}",
+        format_amount(spec.amount, currency),
+        spec.recipient.msisdn,
+        spec.provider
+    );
+    let mut request_body = json!({
+        "amount": spec.amount,
+        "currency": currency,
+        "provider": spec.provider,
+        "recipient": { "msisdn": spec.recipient.msisdn },
+    });
+    if let Some(name) = &spec.recipient.name {
+        request_body["recipient"]["name"] = json!(name);
+    }
+    if let Some(reference) = &spec.reference {
+        request_body["reference"] = json!(reference);
+    }
+
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            "/v1/payouts",
+            Some(&client.token),
+            &[("idempotency-key", &spec.idempotency_key)],
+            Some(&request_body),
+        )
+        .await?
+        .expect(&step, StatusCode::CREATED)?;
+    if reply.header("idempotent-replayed").is_some() {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "the first request with Idempotency-Key {:?} came back as a replay, so the database already has this payout. Run the scenario against a fresh database",
+                spec.idempotency_key
+            ),
+        ));
+    }
+    check_payout_fields(&step, &reply.body, currency, spec)?;
+    let id = required_text(&step, &reply.body, "id")?;
+    let status = required_text(&step, &reply.body, "status")?;
+    pass(format!("{step}: {status}, id {id}"));
+
+    Ok(Payout {
+        spec,
+        label,
+        request_body,
+        created_body: reply.body,
+        id,
+        status,
+    })
+}
+
+/// Checks that a payout returned by the service matches what was requested.
+fn check_payout_fields(
+    step: &str,
+    body: &Value,
+    currency: &str,
+    spec: &PayoutSpec,
+) -> Result<(), StepFailure> {
+    let expected = [
+        ("amount", json!(spec.amount)),
+        ("currency", json!(currency)),
+        ("provider", json!(spec.provider)),
+    ];
+    for (field, expected) in expected {
+        if body[field] != expected {
+            return Err(StepFailure::local(
+                step,
+                format!("{field} is {}, expected {expected}", body[field]),
+            ));
+        }
+    }
+    if body["recipient"]["msisdn"] != json!(spec.recipient.msisdn) {
+        return Err(StepFailure::local(
+            step,
+            format!(
+                "recipient.msisdn is {}, expected {:?}",
+                body["recipient"]["msisdn"], spec.recipient.msisdn
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends a payout request again with the same key and body, and checks that
+/// the service returns the stored response instead of creating a second payout.
+async fn repeat_payout(
+    api: &Api,
+    client: &Caller,
+    currency: &str,
+    payout: &Payout<'_>,
+) -> Result<(), StepFailure> {
+    let step = format!(
+        "repeat {} (Idempotency-Key {})",
+        payout.label, payout.spec.idempotency_key
+    );
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            "/v1/payouts",
+            Some(&client.token),
+            &[("idempotency-key", &payout.spec.idempotency_key)],
+            Some(&payout.request_body),
+        )
+        .await?
+        .expect(&step, StatusCode::CREATED)?;
+
+    match reply.header("idempotent-replayed") {
+        Some("true") => {}
+        other => {
+            return Err(StepFailure::local(
+                &step,
+                format!("expected header Idempotent-Replayed: true, got {other:?}"),
+            ));
+        }
+    }
+    check_payout_fields(&step, &reply.body, currency, payout.spec)?;
+    let replayed_id = required_text(&step, &reply.body, "id")?;
+    if replayed_id != payout.id {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "the replay returned payout {replayed_id}, but the first request created {}",
+                payout.id
+            ),
+        ));
+    }
+    if reply.body != payout.created_body {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "the replayed body differs from the first response: first {}, replay {}",
+                payout.created_body, reply.body
+            ),
+        ));
+    }
+    pass(format!(
+        "{step}: Idempotent-Replayed: true, same id {replayed_id} and body"
+    ));
+    Ok(())
+}
+
+async fn read_payout(
+    api: &Api,
+    client: &Caller,
+    currency: &str,
+    payout: &mut Payout<'_>,
+) -> Result<(), StepFailure> {
+    let step = format!("GET /v1/payouts/{}", payout.id);
+    let reply = api
+        .send(
+            &step,
+            Method::GET,
+            &format!("/v1/payouts/{}", payout.id),
+            Some(&client.token),
+            &[],
+            None,
+        )
+        .await?
+        .expect(&step, StatusCode::OK)?;
+    let id = required_text(&step, &reply.body, "id")?;
+    if id != payout.id {
+        return Err(StepFailure::local(
+            &step,
+            format!("returned payout {id} instead of {}", payout.id),
+        ));
+    }
+    check_payout_fields(&step, &reply.body, currency, payout.spec)?;
+    payout.status = required_text(&step, &reply.body, "status")?;
+    pass(format!(
+        "{step}: {}, {}",
+        payout.spec.provider, payout.status
+    ));
+    Ok(())
+}
+
+/// Checks that GET /v1/payouts lists each payout of the scenario exactly
+/// once, so the repeated requests created nothing.
+async fn check_payout_list(
+    api: &Api,
+    client: &Caller,
+    payouts: &[Payout<'_>],
+) -> Result<(), StepFailure> {
+    let step = "GET /v1/payouts";
+    let mut listed: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_LIST_PAGES {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/payouts?limit=200&cursor={cursor}"),
+            None => "/v1/payouts?limit=200".to_owned(),
+        };
+        let reply = api
+            .send(step, Method::GET, &path, Some(&client.token), &[], None)
+            .await?
+            .expect(step, StatusCode::OK)?;
+        let Some(items) = reply.body["items"].as_array() else {
+            return Err(StepFailure::local(
+                step,
+                format!("the response has no items array: {}", reply.body),
+            ));
+        };
+        for item in items {
+            listed.push(required_text(step, item, "id")?);
+        }
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+
+    if listed.len() != payouts.len() {
+        return Err(StepFailure::local(
+            step,
+            format!(
+                "listed {} payouts, but the scenario created {}, so a repeated request may have created a second payout",
+                listed.len(),
+                payouts.len()
+            ),
+        ));
+    }
+    for payout in payouts {
+        if !listed.contains(&payout.id) {
+            return Err(StepFailure::local(
+                step,
+                format!(
+                    "payout {} ({}) is missing from the list",
+                    payout.id, payout.label
+                ),
+            ));
+        }
+    }
+    pass(format!(
+        "{step}: {} payouts listed, none created by the repeats",
+        listed.len()
+    ));
+    Ok(())
+}
+
+/// One row of GET /v1/accounts/{client_id}/balance.
+struct Balance {
+    currency: String,
+    available: i64,
+    held: i64,
+}
+
+/// Checks the wallet against the deposit and the payouts: money of pending
+/// and submitted payouts is held, money of succeeded payouts has left the
+/// wallet, and failed or reversed payouts have released theirs.
+// NOTE: the check uses the statuses read just before the balance. A payout
+// that changes status between the two reads (once a dispatcher runs) makes
+// it fail although the ledger is right.
+async fn check_balance(
+    api: &Api,
+    client: &Caller,
+    deposit: &DepositSpec,
+    payouts: &[Payout<'_>],
+) -> Result<Vec<Balance>, StepFailure> {
+    let step = format!("GET /v1/accounts/{}/balance", client.client_id);
+    let reply = api
+        .send(
+            &step,
+            Method::GET,
+            &format!("/v1/accounts/{}/balance", client.client_id),
+            Some(&client.token),
+            &[],
+            None,
+        )
+        .await?
+        .expect(&step, StatusCode::OK)?;
+    let Some(rows) = reply.body["balances"].as_array() else {
+        return Err(StepFailure::local(
+            &step,
+            format!("the response has no balances array: {}", reply.body),
+        ));
+    };
+    let mut balances = Vec::new();
+    for row in rows {
+        let (Some(currency), Some(available), Some(held)) = (
+            row["currency"].as_str(),
+            row["available"].as_i64(),
+            row["held"].as_i64(),
+        ) else {
+            return Err(StepFailure::local(
+                &step,
+                format!("a balance lacks currency, available or held: {row}"),
+            ));
+        };
+        balances.push(Balance {
+            currency: currency.to_owned(),
+            available,
+            held,
+        });
+    }
+
+    let Some(wallet) = balances
+        .iter()
+        .find(|balance| balance.currency == deposit.currency)
+    else {
+        return Err(StepFailure::local(
+            &step,
+            format!("no {} balance in {}", deposit.currency, reply.body),
+        ));
+    };
+    let sum_with_status = |statuses: &[&str]| -> i64 {
+        payouts
+            .iter()
+            .filter(|payout| statuses.contains(&payout.status.as_str()))
+            .map(|payout| payout.spec.amount)
+            .sum()
+    };
+    let expected_held = sum_with_status(&["pending", "submitted"]);
+    let expected_total = deposit.amount - sum_with_status(&["succeeded"]);
+    let currency = deposit.currency.as_str();
+    if wallet.held != expected_held {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "held is {}, expected {} (the sum of pending and submitted payouts)",
+                format_amount(wallet.held, currency),
+                format_amount(expected_held, currency)
+            ),
+        ));
+    }
+    if wallet.available + wallet.held != expected_total {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "available {} + held {} = {}, expected {} (the deposit less succeeded payouts)",
+                format_amount(wallet.available, currency),
+                format_amount(wallet.held, currency),
+                format_amount(wallet.available + wallet.held, currency),
+                format_amount(expected_total, currency)
+            ),
+        ));
+    }
+    pass(format!(
+        "{step}: available {} + held {} = {}, held equals the payouts in flight",
+        format_amount(wallet.available, currency),
+        format_amount(wallet.held, currency),
+        format_amount(expected_total, currency)
+    ));
+    Ok(balances)
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn print_report(client: &Caller, payouts: &[Payout<'_>], balances: &[Balance]) {
+    let mut payout_rows = vec![[
+        "id".to_owned(),
+        "provider".to_owned(),
+        "msisdn".to_owned(),
+        "recipient".to_owned(),
+        "amount".to_owned(),
+        "status".to_owned(),
+    ]];
+    for payout in payouts {
+        let currency = payout.created_body["currency"].as_str().unwrap_or("");
+        payout_rows.push([
+            payout.id.clone(),
+            payout.spec.provider.clone(),
+            payout.spec.recipient.msisdn.clone(),
+            payout.spec.recipient.name.clone().unwrap_or_default(),
+            format_amount(payout.spec.amount, currency),
+            payout.status.clone(),
+        ]);
+    }
+    println!();
+    println!("Payouts of client {}", client.client_id);
+    print_table(&payout_rows, &[4]);
+
+    let mut balance_rows = vec![[
+        "currency".to_owned(),
+        "available".to_owned(),
+        "held".to_owned(),
+    ]];
+    for balance in balances {
+        balance_rows.push([
+            balance.currency.clone(),
+            format_amount(balance.available, &balance.currency),
+            format_amount(balance.held, &balance.currency),
+        ]);
+    }
+    println!();
+    println!("Balances of client {}", client.client_id);
+    print_table(&balance_rows, &[1, 2]);
+}
+
+/// Prints rows as aligned columns. The first row is the header, and the
+/// columns listed in `right_aligned` are aligned to the right.
+fn print_table<const N: usize>(rows: &[[String; N]], right_aligned: &[usize]) {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(column, cell)| {
+                if right_aligned.contains(&column) {
+                    format!("{cell:>width$}", width = widths[column])
+                } else {
+                    format!("{cell:<width$}", width = widths[column])
+                }
+            })
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
+}
+
+/// Formats minor units as an amount in the currency, with thousands
+/// separators: 1000000 XOF as "1,000,000 XOF", 1250 EUR as "12.50 EUR".
+/// A currency unknown to the ledger is shown in minor units.
+fn format_amount(amount_minor: i64, currency: &str) -> String {
+    let exponent = currency
+        .parse::<Currency>()
+        .map(Currency::exponent)
+        .unwrap_or(0);
+    let sign = if amount_minor < 0 { "-" } else { "" };
+    let magnitude = amount_minor.unsigned_abs();
+    let scale = 10_u64.pow(exponent);
+    let whole = group_thousands(magnitude / scale);
+    if exponent == 0 {
+        format!("{sign}{whole} {currency}")
+    } else {
+        let fraction = magnitude % scale;
+        let digits = exponent as usize;
+        format!("{sign}{whole}.{fraction:0digits$} {currency}")
+    }
+}
+
+fn group_thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+struct Api {
+    http: reqwest::Client,
+    base_url: String,
+    timeout: Duration,
+}
+
+/// Status, headers and body of one response. A body that is not JSON is kept
+/// as a string.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Api {
+    fn new(base_url: &str, timeout: Duration) -> Result<Api, StepFailure> {
+        // Proxy variables are ignored because the service is reached
+        // directly, usually on loopback.
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|error| {
+                StepFailure::local(
+                    "create HTTP client",
+                    format!("failed: {}", error_chain(&error)),
+                )
+            })?;
+        Ok(Api {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Sends one request, with `body` as JSON when present. Fails only
+    /// when no response arrives, whatever its status.
+    async fn send(
+        &self,
+        step: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, StepFailure> {
+        let url = self.url(path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+
+        let transport_failure = |error: reqwest::Error| {
+            let detail = if error.is_timeout() {
+                format!(
+                    "{method} {url} timed out after {} s",
+                    self.timeout.as_secs()
+                )
+            } else {
+                format!("{method} {url} failed: {}", error_chain(&error))
+            };
+            StepFailure::local(step, detail)
+        };
+        let response = request.send().await.map_err(transport_failure)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport_failure)?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Returns the reply when its status is `expected`, or the failure that
+    /// shows the status and the problem details.
+    fn expect(self, step: &str, expected: StatusCode) -> Result<Reply, StepFailure> {
+        if self.status == expected {
+            Ok(self)
+        } else {
+            Err(StepFailure::http(step, &self).with_hint(format!("Expected HTTP {expected}")))
+        }
+    }
+}
+
+/// Formats an error with its chain of sources, which for reqwest contains the
+/// useful part, such as "Connection refused".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------
+// Step results
+
+fn pass(message: impl fmt::Display) {
+    println!("ok   {message}");
+}
+
+/// A step that failed: its name, the HTTP status when the service responded,
+/// and what went wrong.
+struct StepFailure {
+    step: String,
+    status: Option<StatusCode>,
+    detail: String,
+}
+
+impl StepFailure {
+    /// Creates a failure found by the scenario itself, not reported by the service.
+    fn local(step: &str, detail: impl Into<String>) -> StepFailure {
+        StepFailure {
+            step: step.to_owned(),
+            status: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// Creates a failure reported by the service, with its problem details.
+    fn http(step: &str, reply: &Reply) -> StepFailure {
+        StepFailure {
+            step: step.to_owned(),
+            status: Some(reply.status),
+            detail: summarize_body(&reply.body),
+        }
+    }
+
+    fn with_hint(mut self, hint: impl fmt::Display) -> StepFailure {
+        self.detail = format!("{}. {hint}", self.detail);
+        self
+    }
+}
+
+impl fmt::Display for StepFailure {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(
+                formatter,
+                "FAIL {}: HTTP {status}: {}",
+                self.step, self.detail
+            ),
+            None => write!(formatter, "FAIL {}: {}", self.step, self.detail),
+        }
+    }
+}
+
+/// Summarizes an error body: "title: detail [field …, request_id …]" for
+/// problem details, otherwise the start of the body.
+fn summarize_body(body: &Value) -> String {
+    if let (Some(title), Some(detail)) = (body["title"].as_str(), body["detail"].as_str()) {
+        let mut extras = Vec::new();
+        if let Some(field) = body["field"].as_str() {
+            extras.push(format!("field {field}"));
+        }
+        if let Some(request_id) = body["request_id"].as_str() {
+            extras.push(format!("request_id {request_id}"));
+        }
+        if extras.is_empty() {
+            return format!("{title}: {detail}");
+        }
+        return format!("{title}: {detail} [{}]", extras.join(", "));
+    }
+    let text = match body {
+        Value::Null => return "empty body".to_owned(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > MAX_BODY_EXCERPT_CHARS {
+        let excerpt: String = text.chars().take(MAX_BODY_EXCERPT_CHARS).collect();
+        format!("{excerpt}…")
+    } else {
+        text
+    }
+}
+
+/// Formats a field for a message: strings without quotes, other values as JSON.
+fn text_field(body: &Value, field: &str) -> String {
+    match &body[field] {
+        Value::String(text) => text.clone(),
+        Value::Null => "(missing)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Returns a string field that the step needs, or a failure naming the field.
+fn required_text(step: &str, body: &Value, field: &str) -> Result<String, StepFailure> {
+    body[field].as_str().map(str::to_owned).ok_or_else(|| {
+        StepFailure::local(
+            step,
+            format!("the response has no string field {field:?}: {body}"),
+        )
+    })
+}
