@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::request_id;
-use crate::routes::{accounts, admin, auth, health, payouts};
+use crate::routes::{accounts, admin, auth, health, payouts, webhooks};
 use crate::state::AppState;
 
 /// Longest wait for a pooled database connection before a request fails
@@ -32,6 +32,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{client_id}/balance", get(accounts::balance))
         .route("/v1/payouts", post(payouts::create).get(payouts::list))
         .route("/v1/payouts/{id}", get(payouts::get))
+        .route("/v1/webhooks", get(webhooks::list))
+        // POST takes a provider name, GET a stored delivery's id.
+        .route(
+            "/v1/webhooks/{target}",
+            post(webhooks::receive).get(webhooks::show),
+        )
+        .route("/v1/webhooks/{target}/replay", post(webhooks::replay))
+        .route(
+            "/v1/webhooks/momo/{callback_token}",
+            post(webhooks::receive_momo).put(webhooks::receive_momo),
+        )
         .route_layer(axum::middleware::from_fn(request_id::record_route))
         .fallback(|| async { ApiError::not_found("no route for this path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

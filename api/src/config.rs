@@ -3,6 +3,10 @@
 use std::env;
 use std::time::Duration;
 
+use nepxy_ledger::Provider;
+
+use crate::webhooks::Secrets;
+
 /// Shortest JWT_SECRET accepted: HS256 needs at least 256 bits of key.
 pub const JWT_SECRET_MIN_BYTES: usize = 32;
 const DEFAULT_PORT: u16 = 8001;
@@ -47,6 +51,49 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
 }
 
+/// Webhook secrets per provider, current and previous.
+#[derive(Clone, Default)]
+pub struct WebhookSecrets {
+    pub tmoney: Secrets,
+    pub thunes: Secrets,
+    /// Key of the MTN MoMo callback tokens.
+    pub momo: Secrets,
+}
+
+impl WebhookSecrets {
+    /// Reads TMONEY_WEBHOOK_SECRET, THUNES_WEBHOOK_SECRET, MOMO_CALLBACK_SECRET
+    /// and their `_OLD` twins from the process environment.
+    pub fn from_env() -> Result<WebhookSecrets, ConfigError> {
+        let mut problems = Vec::new();
+        let get = |name: &str| env::var(name).ok().filter(|value| !value.is_empty());
+        let secrets = WebhookSecrets::from_lookup(&get, &mut problems);
+        if problems.is_empty() {
+            Ok(secrets)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn from_lookup(
+        get: &impl Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> WebhookSecrets {
+        WebhookSecrets {
+            tmoney: raw_secrets(get, "TMONEY_WEBHOOK_SECRET"),
+            thunes: thunes_secrets(get, problems),
+            momo: raw_secrets(get, "MOMO_CALLBACK_SECRET"),
+        }
+    }
+
+    pub fn of(&self, provider: Provider) -> &Secrets {
+        match provider {
+            Provider::Tmoney => &self.tmoney,
+            Provider::Thunes => &self.thunes,
+            Provider::Momo => &self.momo,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub app_env: AppEnv,
@@ -57,6 +104,7 @@ pub struct Config {
     pub bootstrap_admin_secret: Option<String>,
     pub max_amount_minor: i64,
     pub log_format: LogFormat,
+    pub webhook_secrets: WebhookSecrets,
 }
 
 /// Every problem found in the environment, each naming its variable and
@@ -161,6 +209,8 @@ impl Config {
             problems.push("BOOTSTRAP_ADMIN_SECRET must be at least 16 bytes long".to_owned());
         }
 
+        let webhook_secrets = WebhookSecrets::from_lookup(&get, &mut problems);
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -173,7 +223,36 @@ impl Config {
             bootstrap_admin_secret,
             max_amount_minor,
             log_format,
+            webhook_secrets,
         })
+    }
+}
+
+/// `NAME` and `NAME_OLD` as key bytes, used as given.
+fn raw_secrets(get: &impl Fn(&str) -> Option<String>, name: &str) -> Secrets {
+    Secrets {
+        current: get(name).map(String::into_bytes),
+        previous: get(&format!("{name}_OLD")).map(String::into_bytes),
+    }
+}
+
+/// THUNES_WEBHOOK_SECRET and its _OLD twin, Standard Webhooks secrets
+/// (`whsec_` and base64) decoded to key bytes.
+fn thunes_secrets(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Secrets {
+    let mut decode = |name: &str| {
+        get(name).and_then(
+            |value| match crate::webhooks::thunes::decode_secret(&value) {
+                Ok(key) => Some(key),
+                Err(reason) => {
+                    problems.push(format!("{name} is invalid: {reason}"));
+                    None
+                }
+            },
+        )
+    };
+    Secrets {
+        current: decode("THUNES_WEBHOOK_SECRET"),
+        previous: decode("THUNES_WEBHOOK_SECRET_OLD"),
     }
 }
 

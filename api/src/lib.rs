@@ -6,12 +6,14 @@
 //! - [`commands`] runs payouts and deposits through the event store under an
 //!   idempotency record;
 //! - [`store`] is the PostgreSQL persistence: events, clients, idempotency;
+//! - [`webhooks`] verifies, stores and applies provider webhooks;
 //! - [`error`] maps every failure to an RFC 9457 problem in one place.
 
 pub mod app;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod cursor;
 pub mod error;
 pub mod extract;
 pub mod input;
@@ -20,6 +22,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::{connect, migrate, router, serve};
 pub use config::Config;

@@ -49,7 +49,8 @@ pub async fn layer(request: Request, next: Next) -> Response {
         method = %method,
         route = tracing::field::Empty,
         client_id = tracing::field::Empty,
-        payout_id = tracing::field::Empty
+        payout_id = tracing::field::Empty,
+        webhook_id = tracing::field::Empty
     );
 
     let started = std::time::Instant::now();

@@ -27,5 +27,8 @@ pub struct EventMetadata {
     pub source: Source,
     pub idempotency_key: Option<String>,
     pub webhook_id: Option<String>,
+    /// Why an operator made the change, for replays and admin actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub recorded_at: DateTime<Utc>,
 }

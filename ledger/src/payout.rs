@@ -92,7 +92,17 @@ pub enum PayoutCommand {
         provider_ref: Option<String>,
         failure_code: Option<String>,
         webhook_id: Option<String>,
+        /// Amount and currency as the provider reported them, when it did.
+        reported: Option<ReportedAmount>,
     },
+}
+
+/// An amount as a provider reports it. `amount_minor` is `None` when the
+/// reported currency is unknown to the ledger or the amount is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedAmount {
+    pub amount_minor: Option<i64>,
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +132,14 @@ pub enum PayoutEvent {
         provider_ref: Option<String>,
         webhook_id: Option<String>,
     },
+    /// A report whose amount or currency differs from the payout's; it is
+    /// kept for the record and not applied.
+    ReportConflict {
+        reported_status: PayoutStatus,
+        reported: ReportedAmount,
+        provider_ref: Option<String>,
+        webhook_id: Option<String>,
+    },
     /// A report that asked for an illegal transition, kept for the record.
     TransitionRejected {
         from: PayoutStatus,
@@ -139,6 +157,7 @@ impl DomainEvent for PayoutEvent {
             PayoutEvent::PayoutSucceeded { .. } => "PayoutSucceeded",
             PayoutEvent::PayoutFailed { .. } => "PayoutFailed",
             PayoutEvent::PayoutReversed { .. } => "PayoutReversed",
+            PayoutEvent::ReportConflict { .. } => "ReportConflict",
             PayoutEvent::TransitionRejected { .. } => "TransitionRejected",
         };
         name.to_owned()
@@ -231,10 +250,25 @@ impl Payout {
                 provider_ref,
                 failure_code,
                 webhook_id,
+                reported,
             } => {
                 let state = self.state.as_ref().ok_or(PayoutError::NotRequested)?;
                 if matches!(status, PayoutStatus::Pending | PayoutStatus::Submitted) {
                     return Err(PayoutError::NotAnOutcome(status));
+                }
+                if let Some(reported) = reported {
+                    let same_money = reported.currency == state.money.currency.code()
+                        && reported
+                            .amount_minor
+                            .is_none_or(|amount| amount == state.money.amount_minor);
+                    if !same_money {
+                        return Ok(vec![PayoutEvent::ReportConflict {
+                            reported_status: status,
+                            reported,
+                            provider_ref,
+                            webhook_id,
+                        }]);
+                    }
                 }
                 if state.status == status {
                     return Ok(vec![]);
@@ -342,7 +376,8 @@ impl Aggregate for Payout {
                 provider_ref,
                 webhook_id,
             } => (Some(PayoutStatus::Reversed), provider_ref, webhook_id),
-            PayoutEvent::TransitionRejected { webhook_id, .. } => (None, None, webhook_id),
+            PayoutEvent::ReportConflict { webhook_id, .. }
+            | PayoutEvent::TransitionRejected { webhook_id, .. } => (None, None, webhook_id),
         };
         if let Some(status) = status {
             state.status = status;

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::Aggregate;
 use cqrs_es::DomainEvent;
 use cqrs_es::test::TestFramework;
-use nepxy_ledger::payout::Recipient;
+use nepxy_ledger::payout::{Recipient, ReportedAmount};
 use nepxy_ledger::{
     Currency, Money, Msisdn, Payout, PayoutCommand, PayoutError, PayoutEvent, PayoutStatus,
     Provider,
@@ -114,6 +114,7 @@ fn report(status: PayoutStatus, webhook_id: &str) -> PayoutCommand {
         provider_ref: Some(PROVIDER_REF.to_owned()),
         failure_code: Some("INSUFFICIENT_FLOAT".to_owned()),
         webhook_id: Some(webhook_id.to_owned()),
+        reported: None,
     }
 }
 
@@ -609,4 +610,104 @@ fn event_types_are_stable() {
         assert_eq!(event.event_type(), name);
         assert_eq!(event.event_version(), "1", "{name}");
     }
+}
+
+fn report_with_amount(
+    status: PayoutStatus,
+    amount_minor: Option<i64>,
+    currency: &str,
+) -> PayoutCommand {
+    PayoutCommand::RecordOutcome {
+        status,
+        provider_ref: Some(PROVIDER_REF.to_owned()),
+        failure_code: None,
+        webhook_id: Some("wh-amount".to_owned()),
+        reported: Some(ReportedAmount {
+            amount_minor,
+            currency: currency.to_owned(),
+        }),
+    }
+}
+
+#[test]
+fn report_with_other_amount_is_conflict() {
+    let command = report_with_amount(PayoutStatus::Succeeded, Some(AMOUNT_MINOR + 1), "XOF");
+    let events = payout()
+        .given(vec![requested()])
+        .when(command)
+        .inspect_result()
+        .expect("decided");
+    assert_eq!(events.len(), 1, "one event");
+    assert!(
+        matches!(
+            &events[0],
+            PayoutEvent::ReportConflict {
+                reported_status: PayoutStatus::Succeeded,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn report_with_other_currency_is_conflict() {
+    let command = report_with_amount(PayoutStatus::Failed, Some(AMOUNT_MINOR), "EUR");
+    let events = payout()
+        .given(vec![requested()])
+        .when(command)
+        .inspect_result()
+        .expect("decided");
+    assert!(
+        matches!(&events[0], PayoutEvent::ReportConflict { .. }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn report_with_matching_amount_applies() {
+    let command = report_with_amount(PayoutStatus::Succeeded, Some(AMOUNT_MINOR), "XOF");
+    let events = payout()
+        .given(vec![requested()])
+        .when(command)
+        .inspect_result()
+        .expect("decided");
+    assert!(
+        matches!(&events[0], PayoutEvent::PayoutSucceeded { .. }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn report_without_amount_checks_currency() {
+    let command = report_with_amount(PayoutStatus::Succeeded, None, "XOF");
+    let events = payout()
+        .given(vec![requested()])
+        .when(command)
+        .inspect_result()
+        .expect("decided");
+    assert!(
+        matches!(&events[0], PayoutEvent::PayoutSucceeded { .. }),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn conflict_leaves_status_unchanged() {
+    let conflict = PayoutEvent::ReportConflict {
+        reported_status: PayoutStatus::Succeeded,
+        reported: ReportedAmount {
+            amount_minor: Some(1),
+            currency: "XOF".to_owned(),
+        },
+        provider_ref: None,
+        webhook_id: Some("wh-conflict".to_owned()),
+    };
+    let payout = replay(vec![requested(), conflict]);
+    let state = payout.state.expect("requested payout has state");
+    assert_eq!(
+        state.status,
+        PayoutStatus::Pending,
+        "status after a conflict"
+    );
 }

@@ -251,7 +251,7 @@ impl Projected for Payout {
                 )
                 .await?;
             }
-            PayoutEvent::TransitionRejected { .. } => {
+            PayoutEvent::ReportConflict { .. } | PayoutEvent::TransitionRejected { .. } => {
                 update_status(conn, record, payout_id, None, None, None).await?;
             }
         }

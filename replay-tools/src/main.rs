@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sqlx::postgres::PgPoolOptions;
 
 mod verify;
+mod webhooks;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,9 @@ enum Command {
     /// is negative, and every wallet balance equals the sum of its postings.
     /// Exits with status 1 when a check fails.
     Verify,
+    /// Stored provider webhooks: list, show, replay.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 #[tokio::main]
@@ -46,6 +50,7 @@ async fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Verify => verify::run(&pool).await,
+        Command::Webhooks(command) => webhooks::run(&pool, command).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nepxy_api::webhooks::confirm::TransferStatusLookup;
 use nepxy_api::{AppState, Config};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -20,6 +21,12 @@ use uuid::Uuid;
 pub const TEST_JWT_SECRET: &str = "test-secret-0123456789abcdef-0123456789abcdef";
 pub const TEST_BOOTSTRAP_SECRET: &str = "bootstrap-secret-for-tests";
 pub const TEST_ISSUER: &str = "nepxy-ledger";
+pub const TEST_TMONEY_SECRET: &str = "tmoney-webhook-secret-for-tests";
+/// A Standard Webhooks secret: `whsec_` and the base64 of the key bytes
+/// `thunes-webhook-key-for-tests-32b`.
+pub const TEST_THUNES_SECRET: &str = "whsec_dGh1bmVzLXdlYmhvb2sta2V5LWZvci10ZXN0cy0zMmI=";
+pub const TEST_THUNES_KEY: &[u8] = b"thunes-webhook-key-for-tests-32b";
+pub const TEST_MOMO_SECRET: &str = "momo-callback-secret-for-tests";
 pub const TEST_AUDIENCE: &str = "nepxy-api";
 
 /// Advisory lock that serializes template creation across test processes.
@@ -123,6 +130,18 @@ pub fn test_config(database_url: &str, extra: &[(&str, &str)]) -> Config {
             TEST_BOOTSTRAP_SECRET.to_owned(),
         ),
         ("DATABASE_MAX_CONNECTIONS".to_owned(), "16".to_owned()),
+        (
+            "TMONEY_WEBHOOK_SECRET".to_owned(),
+            TEST_TMONEY_SECRET.to_owned(),
+        ),
+        (
+            "THUNES_WEBHOOK_SECRET".to_owned(),
+            TEST_THUNES_SECRET.to_owned(),
+        ),
+        (
+            "MOMO_CALLBACK_SECRET".to_owned(),
+            TEST_MOMO_SECRET.to_owned(),
+        ),
     ];
     for (name, value) in extra {
         vars.retain(|(existing, _)| existing != name);
@@ -185,6 +204,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the router on 127.0.0.1:0 against a fresh database.
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_momo(extra, None).await
+}
+
+/// Like [`spawn_app_with`], with a stand-in for MoMo's transfer status
+/// endpoint (by default every MoMo status lookup fails).
+pub async fn spawn_app_with_momo(
+    extra: &[(&str, &str)],
+    momo_status: Option<std::sync::Arc<dyn TransferStatusLookup>>,
+) -> TestApp {
     // TEST_LOG=1 shows the server's log lines in the test output.
     if std::env::var_os("TEST_LOG").is_some() {
         nepxy_api::telemetry::init(nepxy_api::config::LogFormat::Text);
@@ -194,7 +222,10 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let pool = nepxy_api::connect(&config)
         .await
         .expect("connect test database");
-    let state = AppState::new(config, pool.clone()).expect("state");
+    let mut state = AppState::new(config, pool.clone()).expect("state");
+    if let Some(lookup) = momo_status {
+        state = state.with_momo_status(lookup);
+    }
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");

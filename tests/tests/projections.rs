@@ -19,6 +19,7 @@ fn metadata() -> EventMetadata {
         source: Source::Replay,
         idempotency_key: None,
         webhook_id: None,
+        reason: None,
         recorded_at: Utc::now(),
     }
 }

@@ -1,6 +1,7 @@
 //! Commands: each runs in one unit of work behind an idempotency record.
 
 pub mod deposits;
+pub mod outcomes;
 pub mod payouts;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ impl IdempotentRequest<'_> {
             source,
             idempotency_key: Some(self.key.to_owned()),
             webhook_id: None,
+            reason: None,
             recorded_at: Utc::now().trunc_subsecs(6),
         }
     }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod payouts;
+pub mod webhooks;
 
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode};

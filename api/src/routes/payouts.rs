@@ -1,9 +1,6 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use nepxy_ledger::PayoutStatus;
 use nepxy_ledger::payout::Recipient;
 use nepxy_projections::queries::{self, PayoutCursor, PayoutFilter};
@@ -14,6 +11,7 @@ use uuid::Uuid;
 use crate::auth::{Principal, Role};
 use crate::commands::IdempotentRequest;
 use crate::commands::payouts::{self, NewPayout, payout_row_json};
+use crate::cursor;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyKey, JsonBody};
 use crate::input;
@@ -143,20 +141,16 @@ pub async fn list(
         ),
         None => None,
     };
-    let limit = match query.limit {
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
-            .ok_or_else(|| {
-                ApiError::validation(
-                    "limit",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                )
-            })?,
-        None => DEFAULT_PAGE_SIZE,
-    };
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let limit = cursor::page_size(query.limit.as_deref(), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(cursor::decode)
+        .transpose()?
+        .map(|(created_at, payout_id)| PayoutCursor {
+            created_at,
+            payout_id,
+        });
     let client_id = if principal.role == Role::Client {
         if query.client_id.is_some() {
             return Err(ApiError::validation(
@@ -185,34 +179,6 @@ pub async fn list(
     let items: Vec<Value> = rows.iter().map(payout_row_json).collect();
     Ok(Json(json!({
         "items": items,
-        "next_cursor": next.map(encode_cursor),
+        "next_cursor": next.map(|next| cursor::encode(next.created_at, next.payout_id)),
     })))
-}
-
-/// Cursors are opaque to clients: base64url of "{created_at micros}:{payout id}".
-fn encode_cursor(cursor: PayoutCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        cursor.created_at.timestamp_micros(),
-        cursor.payout_id
-    ))
-}
-
-fn decode_cursor(raw: &str) -> Result<PayoutCursor, ApiError> {
-    let invalid = || {
-        ApiError::validation(
-            "cursor",
-            "cursor is invalid; pass the next_cursor value of the previous page",
-        )
-    };
-    let decoded = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
-    let text = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    let created_at: DateTime<Utc> = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
-    let payout_id = Uuid::parse_str(id).map_err(|_| invalid())?;
-    Ok(PayoutCursor {
-        created_at,
-        payout_id,
-    })
 }

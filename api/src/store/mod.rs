@@ -4,6 +4,7 @@ pub mod clients;
 pub mod events;
 pub mod idempotency;
 pub mod wallets;
+pub mod webhooks;
 
 use sha2::{Digest, Sha256};
 

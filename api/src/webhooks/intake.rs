@@ -1,0 +1,409 @@
+//! Webhook intake: store the raw delivery first, then verify, parse and
+//! apply it; and operator replays of stored deliveries.
+
+use std::sync::Arc;
+
+use chrono::{SubsecRound, Utc};
+use nepxy_ledger::Provider;
+use nepxy_ledger::metadata::{Actor, EventMetadata, Source};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::confirm::TransferStatusLookup;
+use super::{Delivery, Report, ReportStatus, adapter};
+use crate::commands::outcomes::{Applied, apply_report};
+use crate::config::WebhookSecrets;
+use crate::error::ApiError;
+use crate::store::Store;
+use crate::store::webhooks::{self, NewDelivery, VerdictUpdate};
+
+/// Headers never stored, because they carry credentials.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// Everything the intake needs, shared by the HTTP handlers and the CLI.
+#[derive(Clone)]
+pub struct Intake {
+    pub store: Store,
+    pub secrets: WebhookSecrets,
+    pub momo_status: Arc<dyn TransferStatusLookup>,
+}
+
+/// A delivery as it arrived.
+pub struct Arrival<'a> {
+    pub provider: Provider,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub path_token: Option<&'a str>,
+    pub peer_addr: Option<String>,
+    /// Lowercase header names with their values, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+/// The result of handling one delivery.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    pub webhook_id: Uuid,
+    pub verdict: String,
+    pub payout_id: Option<Uuid>,
+    /// Event types written (or, in a dry run, that would be written).
+    pub events: Vec<String>,
+    pub detail: Option<String>,
+}
+
+/// Why a delivery was not accepted, with its webhook id for the operator.
+#[derive(Debug)]
+pub enum Refusal {
+    Rejected { webhook_id: Uuid, reason: String },
+    Malformed { webhook_id: Uuid, reason: String },
+}
+
+/// Drops credential headers and lowercases names.
+pub fn storable_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .filter(|(name, _)| !CREDENTIAL_HEADERS.contains(&name.as_str()))
+        .collect()
+}
+
+impl Intake {
+    /// Stores a delivery that exceeded the body size limit, without its body.
+    pub async fn record_oversized(
+        &self,
+        arrival: &Arrival<'_>,
+        body_size: i64,
+    ) -> Result<Uuid, ApiError> {
+        let webhook_id = Uuid::new_v4();
+        webhooks::insert(
+            self.store.pool(),
+            &NewDelivery {
+                webhook_id,
+                provider: arrival.provider.name(),
+                received_at: Utc::now(),
+                peer_addr: arrival.peer_addr.clone(),
+                method: arrival.method,
+                path: arrival.path,
+                headers: &arrival.headers,
+                body: None,
+                body_size,
+                verdict: "oversized",
+                reason: Some("body larger than the limit; not stored"),
+            },
+        )
+        .await?;
+        tracing::warn!(%webhook_id, provider = %arrival.provider, body_size, "oversized webhook delivery refused");
+        Ok(webhook_id)
+    }
+
+    /// Stores, verifies, parses and applies one delivery.
+    pub async fn receive(
+        &self,
+        arrival: Arrival<'_>,
+    ) -> Result<Result<Handled, Refusal>, ApiError> {
+        let webhook_id = Uuid::new_v4();
+        let span = tracing::Span::current();
+        span.record("webhook_id", tracing::field::display(webhook_id));
+
+        // The raw bytes are committed before any check, so nothing that
+        // arrived is lost, whatever happens next.
+        webhooks::insert(
+            self.store.pool(),
+            &NewDelivery {
+                webhook_id,
+                provider: arrival.provider.name(),
+                received_at: Utc::now(),
+                peer_addr: arrival.peer_addr.clone(),
+                method: arrival.method,
+                path: arrival.path,
+                headers: &arrival.headers,
+                body: Some(arrival.body),
+                body_size: arrival.body.len() as i64,
+                verdict: "received",
+                reason: None,
+            },
+        )
+        .await?;
+        tracing::info!(%webhook_id, provider = %arrival.provider, body_size = arrival.body.len(), "webhook stored");
+
+        let delivery = Delivery {
+            headers: &arrival.headers,
+            body: arrival.body,
+            path_token: arrival.path_token,
+        };
+        let metadata = EventMetadata {
+            request_id: crate::request_id::current(),
+            actor: Some(Actor {
+                subject: format!("provider:{}", arrival.provider),
+                role: "provider".to_owned(),
+            }),
+            source: Source::Webhook,
+            idempotency_key: None,
+            webhook_id: Some(webhook_id.to_string()),
+            reason: None,
+            recorded_at: Utc::now().trunc_subsecs(6),
+        };
+        self.process(
+            webhook_id,
+            arrival.provider,
+            &delivery,
+            true,
+            &metadata,
+            false,
+        )
+        .await
+    }
+
+    /// Verifies, parses and applies a stored delivery, and stores the verdict.
+    /// `fresh` is false for replays: the signature is checked but not the
+    /// timestamp or the nonce, and a refusal leaves the stored verdict alone.
+    /// With `dry_run` nothing is written.
+    async fn process(
+        &self,
+        webhook_id: Uuid,
+        provider: Provider,
+        delivery: &Delivery<'_>,
+        fresh: bool,
+        metadata: &EventMetadata,
+        dry_run: bool,
+    ) -> Result<Result<Handled, Refusal>, ApiError> {
+        let adapter = adapter(provider);
+        let pool = self.store.pool();
+        let now = Utc::now().timestamp();
+
+        let verified = match adapter.verify(delivery, self.secrets.of(provider), now, fresh) {
+            Ok(verified) => verified,
+            Err(rejection) => {
+                let reason = rejection.to_string();
+                tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook rejected");
+                // A replay that fails keeps the delivery's first verdict; the
+                // failure is recorded with the replay.
+                if fresh {
+                    let update = VerdictUpdate {
+                        verdict: "rejected",
+                        reason: Some(&reason),
+                        replay_key: None,
+                        payout_id: None,
+                        report: None,
+                    };
+                    webhooks::set_verdict(pool, webhook_id, &update).await?;
+                }
+                return Ok(Err(Refusal::Rejected { webhook_id, reason }));
+            }
+        };
+
+        if fresh
+            && let Some(replay_key) = &verified.replay_key
+            && !webhooks::claim_replay_key(pool, provider.name(), replay_key, webhook_id).await?
+        {
+            let reason = "nonce or webhook id was already used".to_owned();
+            tracing::warn!(%webhook_id, %provider, "webhook rejected: replayed nonce or event id");
+            let update = VerdictUpdate {
+                verdict: "rejected",
+                reason: Some(&reason),
+                replay_key: Some(replay_key),
+                payout_id: None,
+                report: None,
+            };
+            webhooks::set_verdict(pool, webhook_id, &update).await?;
+            return Ok(Err(Refusal::Rejected { webhook_id, reason }));
+        }
+
+        let report = match adapter.parse(delivery.body) {
+            Ok(report) => report,
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook body is malformed");
+                if fresh {
+                    let update = VerdictUpdate {
+                        verdict: "malformed",
+                        reason: Some(&reason),
+                        replay_key: verified.replay_key.as_deref(),
+                        payout_id: None,
+                        report: None,
+                    };
+                    webhooks::set_verdict(pool, webhook_id, &update).await?;
+                }
+                return Ok(Err(Refusal::Malformed { webhook_id, reason }));
+            }
+        };
+
+        let payout_id = verified
+            .payout_id
+            .or_else(|| Uuid::parse_str(&report.external_ref).ok());
+        if let Some(payout_id) = payout_id {
+            tracing::Span::current().record("payout_id", tracing::field::display(payout_id));
+        }
+        let report_json = serde_json::to_value(&report).ok();
+
+        let (verdict, events, detail) = match self.confirm(provider, payout_id, &report).await {
+            Err(detail) => ("unconfirmed".to_owned(), Vec::new(), Some(detail)),
+            Ok(()) => {
+                let (applied, events) =
+                    apply_report(&self.store, payout_id, &report, metadata, dry_run).await?;
+                (applied.verdict().to_owned(), events, describe(&applied))
+            }
+        };
+        tracing::info!(%webhook_id, %provider, verdict = %verdict, events = ?events, "webhook processed");
+
+        if !dry_run {
+            let update = VerdictUpdate {
+                verdict: &verdict,
+                reason: detail.as_deref(),
+                replay_key: verified.replay_key.as_deref(),
+                payout_id,
+                report: report_json,
+            };
+            webhooks::set_verdict(pool, webhook_id, &update).await?;
+        }
+        Ok(Ok(Handled {
+            webhook_id,
+            verdict,
+            payout_id,
+            events,
+            detail,
+        }))
+    }
+
+    /// Confirms an unsigned MoMo report with MoMo's status endpoint; other
+    /// providers' reports are signed and need no confirmation.
+    async fn confirm(
+        &self,
+        provider: Provider,
+        payout_id: Option<Uuid>,
+        report: &Report,
+    ) -> Result<(), String> {
+        if provider != Provider::Momo || report.status == ReportStatus::Pending {
+            return Ok(());
+        }
+        let Some(payout_id) = payout_id else {
+            return Ok(());
+        };
+        match self.momo_status.transfer_status(payout_id).await {
+            Ok(status) if status == report.status => Ok(()),
+            Ok(status) => {
+                let detail = format!(
+                    "MoMo's status endpoint reports {status:?}, the callback reported {:?}",
+                    report.status
+                );
+                tracing::warn!(%payout_id, detail = %detail, "MoMo callback not confirmed");
+                Err(detail)
+            }
+            Err(error) => {
+                tracing::warn!(%payout_id, error = %error, "MoMo status lookup failed; callback kept for replay");
+                Err(format!("status lookup failed: {error}"))
+            }
+        }
+    }
+
+    /// Re-applies a stored delivery: the signature is checked again against
+    /// the stored bytes and headers, but not the timestamp or the nonce. The
+    /// replay is recorded with its actor and reason.
+    pub async fn replay(
+        &self,
+        webhook_id: Uuid,
+        actor: Actor,
+        reason: &str,
+        dry_run: bool,
+    ) -> Result<Option<Result<Handled, Refusal>>, ApiError> {
+        let Some(row) = webhooks::find(self.store.pool(), webhook_id).await? else {
+            return Ok(None);
+        };
+        let provider: Provider = row.provider.parse().map_err(|_| {
+            ApiError::Internal(format!(
+                "delivery {webhook_id} has unknown provider {}",
+                row.provider
+            ))
+        })?;
+        let Some(body) = row.body.as_deref() else {
+            return Ok(Some(Err(Refusal::Malformed {
+                webhook_id,
+                reason: "the delivery was oversized and its body was not stored".to_owned(),
+            })));
+        };
+        let headers = row.header_pairs();
+        let path_token = momo_token_from_path(&row.path);
+        let delivery = Delivery {
+            headers: &headers,
+            body,
+            path_token: path_token.as_deref(),
+        };
+        let metadata = EventMetadata {
+            request_id: crate::request_id::current(),
+            actor: Some(actor.clone()),
+            source: Source::Replay,
+            idempotency_key: None,
+            webhook_id: Some(webhook_id.to_string()),
+            reason: Some(reason.to_owned()),
+            recorded_at: Utc::now().trunc_subsecs(6),
+        };
+        tracing::info!(%webhook_id, actor = %actor.subject, dry_run, "replaying webhook");
+        let outcome = self
+            .process(webhook_id, provider, &delivery, false, &metadata, dry_run)
+            .await?;
+
+        let (verdict, detail) = match &outcome {
+            Ok(handled) => (handled.verdict.clone(), handled.detail.clone()),
+            Err(Refusal::Rejected { reason, .. }) => ("rejected".to_owned(), Some(reason.clone())),
+            Err(Refusal::Malformed { reason, .. }) => {
+                ("malformed".to_owned(), Some(reason.clone()))
+            }
+        };
+        webhooks::record_replay(
+            self.store.pool(),
+            &webhooks::NewReplay {
+                webhook_id,
+                actor: &actor.subject,
+                reason,
+                dry_run,
+                verdict: &verdict,
+                detail: detail.as_deref(),
+            },
+        )
+        .await?;
+        Ok(Some(outcome))
+    }
+}
+
+/// The callback token of a stored MoMo path `/v1/webhooks/momo/{token}`.
+pub fn momo_token_from_path(path: &str) -> Option<String> {
+    path.strip_prefix("/v1/webhooks/momo/")
+        .filter(|token| !token.is_empty() && !token.contains('/'))
+        .map(str::to_owned)
+}
+
+fn describe(applied: &Applied) -> Option<String> {
+    match applied {
+        Applied::Changed(status) => Some(format!("payout is now {}", status.as_str())),
+        Applied::Unchanged(status) => Some(format!("payout was already {}", status.as_str())),
+        Applied::StillPending => Some("provider reports the payout in progress".to_owned()),
+        Applied::Orphan => {
+            Some("no payout has this reference yet; replay once it exists".to_owned())
+        }
+        Applied::Conflict => {
+            Some("amount or currency differ from the payout; recorded as a conflict".to_owned())
+        }
+        Applied::TransitionRejected { from, to } => Some(format!(
+            "a {} payout cannot become {}; recorded, not applied",
+            from.as_str(),
+            to.as_str()
+        )),
+    }
+}
+
+/// The JSON answer to a handled delivery.
+pub fn handled_json(handled: &Handled) -> Value {
+    serde_json::json!({
+        "webhook_id": handled.webhook_id,
+        "verdict": handled.verdict,
+        "payout_id": handled.payout_id,
+        "events": handled.events,
+        "detail": handled.detail,
+    })
+}
