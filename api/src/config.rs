@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nepxy_ledger::Provider;
 
+use crate::providers::config::ProvidersConfig;
 use crate::webhooks::Secrets;
 
 /// Shortest JWT_SECRET accepted: HS256 needs at least 256 bits of key.
@@ -105,6 +106,10 @@ pub struct Config {
     pub max_amount_minor: i64,
     pub log_format: LogFormat,
     pub webhook_secrets: WebhookSecrets,
+    pub providers: ProvidersConfig,
+    /// Whether `serve` also runs the dispatcher (DISPATCHER=off turns it off
+    /// for deployments that run `nepxy-api dispatch` as its own process).
+    pub dispatcher_in_process: bool,
 }
 
 /// Every problem found in the environment, each naming its variable and
@@ -210,6 +215,15 @@ impl Config {
         }
 
         let webhook_secrets = WebhookSecrets::from_lookup(&get, &mut problems);
+        let providers = ProvidersConfig::from_lookup(&get, app_env, &mut problems);
+        let dispatcher_in_process = match get("DISPATCHER").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => {
+                problems.push("DISPATCHER must be on or off".to_owned());
+                true
+            }
+        };
 
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -224,6 +238,8 @@ impl Config {
             max_amount_minor,
             log_format,
             webhook_secrets,
+            providers,
+            dispatcher_in_process,
         })
     }
 }

@@ -9,6 +9,9 @@ use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_UNAVAILABLE_SECONDS: u32 = 5;
+/// Seconds a client should wait before retrying a payout to a disabled
+/// provider; switching a provider back on takes an operator.
+const RETRY_AFTER_PROVIDER_DISABLED_SECONDS: u32 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,6 +44,8 @@ pub enum ApiError {
     UnsupportedMediaType { detail: String },
     #[error("{detail}")]
     Unavailable { detail: String },
+    #[error("payouts through {provider} are switched off; retry later or use another provider")]
+    ProviderDisabled { provider: nepxy_ledger::Provider },
     /// An unexpected failure; the detail goes to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -91,7 +96,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::ProviderDisabled { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +118,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "/problems/payload-too-large",
             ApiError::UnsupportedMediaType { .. } => "/problems/unsupported-media-type",
             ApiError::Unavailable { .. } => "/problems/service-unavailable",
+            ApiError::ProviderDisabled { .. } => "/problems/provider-disabled",
             ApiError::Internal(_) => "/problems/internal-error",
         }
     }
@@ -129,6 +137,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
             ApiError::Unavailable { .. } => "Service unavailable",
+            ApiError::ProviderDisabled { .. } => "Provider disabled",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -188,6 +197,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(RETRY_AFTER_UNAVAILABLE_SECONDS),
+                );
+            }
+            ApiError::ProviderDisabled { .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER_PROVIDER_DISABLED_SECONDS),
                 );
             }
             _ => {}

@@ -6,6 +6,7 @@
 //! - [`commands`] runs payouts and deposits through the event store under an
 //!   idempotency record;
 //! - [`store`] is the PostgreSQL persistence: events, clients, idempotency;
+//! - [`dispatch`] sends accepted payouts to [`providers`] and polls them;
 //! - [`webhooks`] verifies, stores and applies provider webhooks;
 //! - [`error`] maps every failure to an RFC 9457 problem in one place.
 
@@ -14,9 +15,11 @@ pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod cursor;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod input;
+pub mod providers;
 pub mod request_id;
 pub mod routes;
 pub mod state;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nepxy_api::dispatch::Settings;
 use nepxy_api::{AppState, Config, telemetry};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -27,6 +28,9 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Run only the dispatcher, which sends payouts to providers (for
+    /// deployments that serve HTTP with DISPATCHER=off).
+    Dispatch,
 }
 
 #[tokio::main]
@@ -59,6 +63,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if let Command::Dispatch = command {
+        let state = AppState::new(config, pool)?;
+        state
+            .dispatcher(Settings::default())
+            .run(shutdown_signal())
+            .await;
+        return Ok(());
+    }
+
     let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
     let listener = TcpListener::bind(address).await?;
     tracing::info!(
@@ -68,7 +81,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         "nepxy-api listening"
     );
     let state = AppState::new(config, pool)?;
+    let (stop_dispatcher, dispatcher_stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = state.config.dispatcher_in_process.then(|| {
+        let dispatcher = state.dispatcher(Settings::default());
+        tokio::spawn(dispatcher.run(async move {
+            let _ = dispatcher_stopped.await;
+        }))
+    });
     nepxy_api::serve(listener, state, shutdown_signal()).await?;
+    drop(stop_dispatcher);
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
+    }
     tracing::info!("nepxy-api stopped");
     Ok(())
 }

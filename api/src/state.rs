@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::dispatch::ProviderSwitches;
+use crate::providers::momo::MomoClient;
 use crate::store::Store;
-use crate::webhooks::confirm::{NotConfigured, TransferStatusLookup};
+use crate::webhooks::confirm::{NotConfigured, ProviderLookup, TransferStatusLookup};
 use crate::webhooks::intake::Intake;
 
 #[derive(Clone)]
@@ -17,22 +20,45 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Tokens,
     pub intake: Intake,
+    pub switches: ProviderSwitches,
+    /// Wakes the in-process dispatcher when a payout is accepted.
+    pub dispatch_wake: Arc<Notify>,
 }
 
 impl AppState {
     pub fn new(config: Config, pool: PgPool) -> Result<Self, jsonwebtoken::errors::Error> {
         let store = Store::new(pool.clone());
+        // MoMo callbacks are confirmed with the MoMo adapter when MoMo is
+        // configured; otherwise they wait, unconfirmed, for a replay.
+        let momo_status: Arc<dyn TransferStatusLookup> = match &config.providers.momo {
+            Some(momo) => Arc::new(ProviderLookup(Arc::new(MomoClient::new(momo.clone())))),
+            None => Arc::new(NotConfigured),
+        };
         Ok(AppState {
             tokens: Tokens::new(config.jwt.clone())?,
             intake: Intake {
                 store: store.clone(),
                 secrets: config.webhook_secrets.clone(),
-                momo_status: Arc::new(NotConfigured),
+                momo_status,
             },
             store,
+            switches: ProviderSwitches::new(config.providers.disabled.clone()),
+            dispatch_wake: Arc::new(Notify::new()),
             config: Arc::new(config),
             pool,
         })
+    }
+
+    /// The dispatcher for this state's database, providers and switches.
+    pub fn dispatcher(&self, settings: crate::dispatch::Settings) -> crate::dispatch::Dispatcher {
+        crate::dispatch::Dispatcher {
+            store: self.store.clone(),
+            providers: crate::providers::build(&self.config.providers),
+            switches: self.switches.clone(),
+            callback_secret: self.config.webhook_secrets.momo.current.clone(),
+            settings,
+            wake: Arc::clone(&self.dispatch_wake),
+        }
     }
 
     /// Replaces the MTN MoMo status lookup, e.g. with a test double.

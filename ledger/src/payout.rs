@@ -86,6 +86,8 @@ pub enum PayoutCommand {
     MarkSubmitted {
         provider_ref: Option<String>,
     },
+    /// Records one call to the provider, whatever its result.
+    RecordAttempt(ProviderAttempt),
     /// Applies a provider's final report.
     RecordOutcome {
         status: PayoutStatus,
@@ -95,6 +97,19 @@ pub enum PayoutCommand {
         /// Amount and currency as the provider reported them, when it did.
         reported: Option<ReportedAmount>,
     },
+}
+
+/// One call to a provider's payout API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAttempt {
+    /// 1 for the first call of this payout, counting across restarts.
+    pub attempt: u32,
+    /// `accepted`, `succeeded`, `failed`, `transient`, `ambiguous`,
+    /// `refused` or `not_found`.
+    pub outcome: String,
+    /// Wait before this attempt, in milliseconds.
+    pub delay_ms: u64,
+    pub detail: Option<String>,
 }
 
 /// An amount as a provider reports it. `amount_minor` is `None` when the
@@ -120,6 +135,7 @@ pub enum PayoutEvent {
     PayoutSubmitted {
         provider_ref: Option<String>,
     },
+    ProviderAttempted(ProviderAttempt),
     PayoutSucceeded {
         provider_ref: Option<String>,
         webhook_id: Option<String>,
@@ -154,6 +170,7 @@ impl DomainEvent for PayoutEvent {
         let name = match self {
             PayoutEvent::PayoutRequested { .. } => "PayoutRequested",
             PayoutEvent::PayoutSubmitted { .. } => "PayoutSubmitted",
+            PayoutEvent::ProviderAttempted(_) => "ProviderAttempted",
             PayoutEvent::PayoutSucceeded { .. } => "PayoutSucceeded",
             PayoutEvent::PayoutFailed { .. } => "PayoutFailed",
             PayoutEvent::PayoutReversed { .. } => "PayoutReversed",
@@ -192,6 +209,9 @@ pub struct PayoutState {
     pub requested_at: DateTime<Utc>,
     /// Webhook deliveries that moved this payout, in order.
     pub webhook_ids: Vec<String>,
+    /// Calls made to the provider so far.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +264,10 @@ impl Payout {
                 } else {
                     Ok(vec![])
                 }
+            }
+            PayoutCommand::RecordAttempt(attempt) => {
+                self.state.as_ref().ok_or(PayoutError::NotRequested)?;
+                Ok(vec![PayoutEvent::ProviderAttempted(attempt)])
             }
             PayoutCommand::RecordOutcome {
                 status,
@@ -350,6 +374,7 @@ impl Aggregate for Payout {
                 failure_code: None,
                 requested_at,
                 webhook_ids: Vec::new(),
+                attempts: 0,
             });
             return;
         }
@@ -378,6 +403,10 @@ impl Aggregate for Payout {
             } => (Some(PayoutStatus::Reversed), provider_ref, webhook_id),
             PayoutEvent::ReportConflict { webhook_id, .. }
             | PayoutEvent::TransitionRejected { webhook_id, .. } => (None, None, webhook_id),
+            PayoutEvent::ProviderAttempted(attempt) => {
+                state.attempts = state.attempts.max(attempt.attempt);
+                (None, None, None)
+            }
         };
         if let Some(status) = status {
             state.status = status;

@@ -206,6 +206,16 @@ impl Projected for Payout {
                 .bind(record.sequence)
                 .execute(&mut *conn)
                 .await?;
+                // The dispatcher's outbox row commits with the event.
+                sqlx::query(
+                    "INSERT INTO dispatch_queue (payout_id, provider, state, next_attempt_at, updated_at) \
+                     VALUES ($1, $2, 'ready', $3, $3) ON CONFLICT (payout_id) DO NOTHING",
+                )
+                .bind(payout_id)
+                .bind(provider.name())
+                .bind(record.recorded_at)
+                .execute(&mut *conn)
+                .await?;
             }
             PayoutEvent::PayoutSubmitted { provider_ref } => {
                 update_status(
@@ -251,12 +261,41 @@ impl Projected for Payout {
                 )
                 .await?;
             }
-            PayoutEvent::ReportConflict { .. } | PayoutEvent::TransitionRejected { .. } => {
+            PayoutEvent::ReportConflict { .. }
+            | PayoutEvent::TransitionRejected { .. }
+            | PayoutEvent::ProviderAttempted(_) => {
                 update_status(conn, record, payout_id, None, None, None).await?;
             }
         }
+        let dispatch_state = match &record.event {
+            PayoutEvent::PayoutSubmitted { .. } => Some("submitted"),
+            PayoutEvent::PayoutSucceeded { .. }
+            | PayoutEvent::PayoutFailed { .. }
+            | PayoutEvent::PayoutReversed { .. } => Some("done"),
+            _ => None,
+        };
+        if let Some(state) = dispatch_state {
+            set_dispatch_state(conn, payout_id, state).await?;
+        }
         record_history(conn, record, Some(payout_id), client_id).await
     }
+}
+
+/// Moves a payout's dispatch row forward; a row never moves back from done.
+async fn set_dispatch_state(
+    conn: &mut PgConnection,
+    payout_id: Uuid,
+    state: &str,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE dispatch_queue SET state = $2, updated_at = now() \
+         WHERE payout_id = $1 AND state <> 'done'",
+    )
+    .bind(payout_id)
+    .bind(state)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn parse_payout_id(aggregate_id: &str) -> Result<Uuid, ProjectionError> {

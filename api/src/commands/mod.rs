@@ -1,6 +1,7 @@
 //! Commands: each runs in one unit of work behind an idempotency record.
 
 pub mod deposits;
+pub mod dispatch;
 pub mod outcomes;
 pub mod payouts;
 

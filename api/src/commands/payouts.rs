@@ -9,6 +9,7 @@ use nepxy_ledger::{Money, Payout, PayoutCommand, Provider, WalletCommand, ids};
 use serde_json::{Value, json};
 
 use super::{IdempotentRequest, Outcome, run_idempotent};
+use crate::dispatch::ProviderSwitches;
 use crate::error::ApiError;
 use crate::store::Store;
 
@@ -22,6 +23,7 @@ pub struct NewPayout {
 
 pub async fn request_payout(
     store: &Store,
+    switches: &ProviderSwitches,
     request: &IdempotentRequest<'_>,
     payout: NewPayout,
 ) -> Result<Outcome, ApiError> {
@@ -33,6 +35,13 @@ pub async fn request_payout(
 
     let (payout, payout_key, wallet_id) = (&payout, &payout_key, &wallet_id);
     run_idempotent(store, request, move |mut unit| async move {
+        // Checked after the stored-answer lookup, so an earlier accepted
+        // request still replays while its provider is off.
+        if switches.is_disabled(payout.provider) {
+            return Err(ApiError::ProviderDisabled {
+                provider: payout.provider,
+            });
+        }
         unit.lock_aggregates(&[("Payout", payout_key), ("Wallet", wallet_id)])
             .await?;
         let mut payout_aggregate = unit.load::<Payout>(payout_key).await?;

@@ -83,9 +83,11 @@ pub async fn create(
         body: &value,
         request_id: request_id::current(),
     };
-    Ok(payouts::request_payout(&state.store, &request, payout)
-        .await?
-        .into_response())
+    let outcome = payouts::request_payout(&state.store, &state.switches, &request, payout).await?;
+    if !outcome.replayed {
+        state.dispatch_wake.notify_one();
+    }
+    Ok(outcome.into_response())
 }
 
 /// GET /v1/payouts/{id}

@@ -1,6 +1,7 @@
 //! PostgreSQL persistence: the event store, clients and idempotency records.
 
 pub mod clients;
+pub mod dispatch;
 pub mod events;
 pub mod idempotency;
 pub mod wallets;

@@ -37,3 +37,23 @@ impl TransferStatusLookup for NotConfigured {
         })
     }
 }
+
+/// Confirms MoMo callbacks with the MoMo payout adapter's status call.
+pub struct ProviderLookup(pub std::sync::Arc<dyn crate::providers::PayoutProvider>);
+
+impl TransferStatusLookup for ProviderLookup {
+    fn transfer_status(&self, payout_id: Uuid) -> LookupFuture<'_> {
+        Box::pin(async move {
+            use crate::providers::TransferState;
+            match self.0.status(payout_id).await {
+                Ok(TransferState::Pending { .. }) => Ok(ReportStatus::Pending),
+                Ok(TransferState::Succeeded { .. }) => Ok(ReportStatus::Succeeded),
+                Ok(TransferState::Failed { .. }) => Ok(ReportStatus::Failed),
+                Ok(TransferState::NotFound) => Err(LookupError(format!(
+                    "the provider has no transfer for payout {payout_id}"
+                ))),
+                Err(error) => Err(LookupError(error.to_string())),
+            }
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Outbound payout providers: one adapter per provider behind
+//! [`PayoutProvider`], each with explicit timeouts.
+//!
+//! Every provider-side reference is derived from the payout id (the MoMo
+//! X-Reference-Id is the payout UUID, the Thunes external_id and the TMoney
+//! reference are its text), so a retried or resumed submission can never
+//! create a second provider transaction.
+
+pub mod config;
+pub mod momo;
+pub mod money;
+pub mod thunes;
+pub mod tmoney;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nepxy_ledger::{Currency, Msisdn, Provider};
+use uuid::Uuid;
+
+/// Longest wait for one provider HTTP request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a TCP connection to a provider.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a provider is asked to pay.
+#[derive(Debug, Clone)]
+pub struct PayoutOrder {
+    pub payout_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub msisdn: Msisdn,
+    pub recipient_name: Option<String>,
+    pub reference: Option<String>,
+    /// Path segment of the MoMo callback URL, `/v1/webhooks/momo/{token}`.
+    pub callback_token: String,
+}
+
+/// A provider's view of a transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferState {
+    /// Accepted and in progress.
+    Pending {
+        provider_ref: Option<String>,
+    },
+    Succeeded {
+        provider_ref: Option<String>,
+    },
+    Failed {
+        code: String,
+    },
+    /// The provider has no transfer with this reference: submitting again
+    /// with the same reference is safe.
+    NotFound,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// A timeout, a transport error or a 429: retry later with the same
+    /// reference. `retry_after` is the provider's Retry-After, when given.
+    #[error("transient failure: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider may or may not have created the transfer (a timeout
+    /// after sending, an ambiguous 5xx): ask for the status before retrying.
+    #[error("ambiguous failure: {reason}")]
+    Ambiguous { reason: String },
+    /// A request the provider will never accept as sent (bad credentials,
+    /// a 4xx that is not a business failure); needs an operator.
+    #[error("provider refused the request: {reason}")]
+    Refused { reason: String },
+}
+
+/// One provider's payout API.
+#[async_trait]
+pub trait PayoutProvider: Send + Sync {
+    fn provider(&self) -> Provider;
+
+    /// Submits the payout. `Ok` is the transfer's state after submission: a
+    /// business failure the provider reports synchronously (MoMo answers
+    /// NOT_ENOUGH_FUNDS with HTTP 500) is `Ok(TransferState::Failed)`.
+    async fn submit(&self, order: &PayoutOrder) -> Result<TransferState, ProviderError>;
+
+    /// Asks for the state of the transfer of `payout_id`.
+    async fn status(&self, payout_id: Uuid) -> Result<TransferState, ProviderError>;
+}
+
+/// Classifies a reqwest failure: a timeout or a failure after the request
+/// was sent is ambiguous, a connection failure is transient.
+pub fn classify_transport(error: &reqwest::Error) -> ProviderError {
+    if error.is_connect() {
+        ProviderError::Transient {
+            reason: format!("connection failed: {error}"),
+            retry_after: None,
+        }
+    } else {
+        ProviderError::Ambiguous {
+            reason: format!("request failed or timed out: {error}"),
+        }
+    }
+}
+
+/// Reads a Retry-After header given in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The adapters of every configured provider.
+pub fn build(
+    config: &config::ProvidersConfig,
+) -> std::collections::BTreeMap<Provider, std::sync::Arc<dyn PayoutProvider>> {
+    let mut providers: std::collections::BTreeMap<Provider, std::sync::Arc<dyn PayoutProvider>> =
+        std::collections::BTreeMap::new();
+    if let Some(momo) = &config.momo {
+        providers.insert(
+            Provider::Momo,
+            std::sync::Arc::new(momo::MomoClient::new(momo.clone())),
+        );
+    }
+    if let Some(thunes) = &config.thunes {
+        providers.insert(
+            Provider::Thunes,
+            std::sync::Arc::new(thunes::ThunesClient::new(thunes.clone())),
+        );
+    }
+    if let Some(tmoney) = &config.tmoney {
+        providers.insert(
+            Provider::Tmoney,
+            std::sync::Arc::new(tmoney::TmoneyClient::new(tmoney.clone())),
+        );
+    }
+    providers
+}
+
+/// A reqwest client with this module's timeouts.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+}
