@@ -27,6 +27,19 @@ pub enum AppEnv {
 }
 
 impl AppEnv {
+    /// Parses APP_ENV; unset means dev.
+    pub fn from_name(name: Option<&str>, problems: &mut Vec<String>) -> AppEnv {
+        match name {
+            None | Some("dev") => AppEnv::Dev,
+            Some("staging") => AppEnv::Staging,
+            Some("prod") => AppEnv::Prod,
+            Some(_) => {
+                problems.push("APP_ENV must be one of dev, staging, prod".to_owned());
+                AppEnv::Dev
+            }
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AppEnv::Dev => "dev",
@@ -131,15 +144,7 @@ impl Config {
         let mut problems = Vec::new();
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
 
-        let app_env = match get("APP_ENV").as_deref() {
-            None | Some("dev") => AppEnv::Dev,
-            Some("staging") => AppEnv::Staging,
-            Some("prod") => AppEnv::Prod,
-            Some(_) => {
-                problems.push("APP_ENV must be one of dev, staging, prod".to_owned());
-                AppEnv::Dev
-            }
-        };
+        let app_env = AppEnv::from_name(get("APP_ENV").as_deref(), &mut problems);
 
         let port = parse_number(&get, "PORT", DEFAULT_PORT, &mut problems);
         let database_url = get("DATABASE_URL").unwrap_or_else(|| {

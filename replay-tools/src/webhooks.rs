@@ -6,10 +6,12 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use nepxy_api::config::WebhookSecrets;
+use nepxy_api::providers::config::ProvidersConfig;
+use nepxy_api::providers::momo::MomoClient;
 use nepxy_api::routes::webhooks::delivery_json;
 use nepxy_api::store::Store;
 use nepxy_api::store::webhooks::{self, DeliveryFilter};
-use nepxy_api::webhooks::confirm::NotConfigured;
+use nepxy_api::webhooks::confirm::{NotConfigured, ProviderLookup, TransferStatusLookup};
 use nepxy_api::webhooks::intake::{Intake, Refusal};
 use nepxy_ledger::metadata::Actor;
 use sqlx::PgPool;
@@ -128,10 +130,16 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
 
+    // MoMo reports are confirmed with MoMo's status endpoint when the MOMO_*
+    // variables are set, as the server does; otherwise they stay unconfirmed.
+    let momo_status: Arc<dyn TransferStatusLookup> = match ProvidersConfig::from_env()?.momo {
+        Some(momo) => Arc::new(ProviderLookup(Arc::new(MomoClient::new(momo)))),
+        None => Arc::new(NotConfigured),
+    };
     let intake = Intake {
         store: Store::new(pool.clone()),
         secrets: WebhookSecrets::from_env()?,
-        momo_status: Arc::new(NotConfigured),
+        momo_status,
     };
     let actor = Actor {
         subject: format!("cli:{}", args.actor),

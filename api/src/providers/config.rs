@@ -7,7 +7,7 @@ use nepxy_ledger::Provider;
 
 use crate::config::AppEnv;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MomoConfig {
     pub base_url: String,
     pub api_user: String,
@@ -21,7 +21,7 @@ pub struct MomoConfig {
     pub callback_base_url: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ThunesConfig {
     pub base_url: String,
     pub api_key: String,
@@ -32,10 +32,37 @@ pub struct ThunesConfig {
     pub callback_url: String,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TmoneyConfig {
     pub base_url: String,
     pub api_key: String,
+}
+
+// Debug output names the endpoint only: keys and secrets never reach a log.
+impl std::fmt::Debug for MomoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MomoConfig")
+            .field("base_url", &self.base_url)
+            .field("target_environment", &self.target_environment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ThunesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThunesConfig")
+            .field("base_url", &self.base_url)
+            .field("payer_id", &self.payer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TmoneyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TmoneyConfig")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Settings of every configured provider. A provider whose variables are all
@@ -67,6 +94,19 @@ const THUNES_VARIABLES: [&str; 5] = [
 const TMONEY_VARIABLES: [&str; 2] = ["TMONEY_BASE_URL", "TMONEY_API_KEY"];
 
 impl ProvidersConfig {
+    /// Reads the provider variables and APP_ENV from the process environment.
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        let get = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let mut problems = Vec::new();
+        let app_env = AppEnv::from_name(get("APP_ENV").as_deref(), &mut problems);
+        let config = ProvidersConfig::from_lookup(&get, app_env, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(crate::config::ConfigError { problems })
+        }
+    }
+
     /// Reads the provider variables. Every problem is appended to `problems`
     /// by variable name, never with its value.
     pub fn from_lookup(
@@ -295,6 +335,18 @@ mod tests {
         let (config, problems) = read(&live, AppEnv::Prod);
         assert!(problems.is_empty(), "{problems:?}");
         assert!(config.tmoney.is_some());
+    }
+
+    #[test]
+    fn debug_output_hides_keys() {
+        let vars = [
+            ("TMONEY_BASE_URL", "http://127.0.0.1:9000"),
+            ("TMONEY_API_KEY", "very-secret-key"),
+        ];
+        let (config, _) = read(&vars, AppEnv::Dev);
+        let printed = format!("{config:?}");
+        assert!(printed.contains("127.0.0.1:9000"), "{printed}");
+        assert!(!printed.contains("very-secret-key"), "{printed}");
     }
 
     #[test]

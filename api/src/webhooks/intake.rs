@@ -234,9 +234,29 @@ impl Intake {
             }
         };
 
-        let payout_id = verified
-            .payout_id
-            .or_else(|| Uuid::parse_str(&report.external_ref).ok());
+        // A MoMo callback URL names its payout; a body that names another
+        // payout is not trusted with either of them.
+        let body_payout = Uuid::parse_str(&report.external_ref).ok();
+        if let (Some(url_payout), Some(body_payout)) = (verified.payout_id, body_payout)
+            && url_payout != body_payout
+        {
+            let reason = format!(
+                "callback URL belongs to payout {url_payout}, but the body names {body_payout}"
+            );
+            tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook rejected");
+            if fresh {
+                let update = VerdictUpdate {
+                    verdict: "rejected",
+                    reason: Some(&reason),
+                    replay_key: None,
+                    payout_id: Some(url_payout),
+                    report: None,
+                };
+                webhooks::set_verdict(pool, webhook_id, &update).await?;
+            }
+            return Ok(Err(Refusal::Rejected { webhook_id, reason }));
+        }
+        let payout_id = verified.payout_id.or(body_payout);
         if let Some(payout_id) = payout_id {
             tracing::Span::current().record("payout_id", tracing::field::display(payout_id));
         }
@@ -252,7 +272,10 @@ impl Intake {
         };
         tracing::info!(%webhook_id, %provider, verdict = %verdict, events = ?events, "webhook processed");
 
-        if !dry_run {
+        // A replay that finds the report already applied keeps the
+        // delivery's first verdict, so `applied` stays searchable.
+        let keeps_first_verdict = !fresh && verdict == "duplicate";
+        if !dry_run && !keeps_first_verdict {
             let update = VerdictUpdate {
                 verdict: &verdict,
                 reason: detail.as_deref(),
@@ -309,7 +332,7 @@ impl Intake {
         &self,
         webhook_id: Uuid,
         actor: Actor,
-        reason: &str,
+        replay_reason: &str,
         dry_run: bool,
     ) -> Result<Option<Result<Handled, Refusal>>, ApiError> {
         let Some(row) = webhooks::find(self.store.pool(), webhook_id).await? else {
@@ -322,10 +345,20 @@ impl Intake {
             ))
         })?;
         let Some(body) = row.body.as_deref() else {
-            return Ok(Some(Err(Refusal::Malformed {
-                webhook_id,
-                reason: "the delivery was oversized and its body was not stored".to_owned(),
-            })));
+            let reason = "the delivery was oversized and its body was not stored".to_owned();
+            webhooks::record_replay(
+                self.store.pool(),
+                &webhooks::NewReplay {
+                    webhook_id,
+                    actor: &actor.subject,
+                    reason: replay_reason,
+                    dry_run,
+                    verdict: "malformed",
+                    detail: Some(&reason),
+                },
+            )
+            .await?;
+            return Ok(Some(Err(Refusal::Malformed { webhook_id, reason })));
         };
         let headers = row.header_pairs();
         let path_token = momo_token_from_path(&row.path);
@@ -340,7 +373,7 @@ impl Intake {
             source: Source::Replay,
             idempotency_key: None,
             webhook_id: Some(webhook_id.to_string()),
-            reason: Some(reason.to_owned()),
+            reason: Some(replay_reason.to_owned()),
             recorded_at: Utc::now().trunc_subsecs(6),
         };
         tracing::info!(%webhook_id, actor = %actor.subject, dry_run, "replaying webhook");
@@ -360,7 +393,7 @@ impl Intake {
             &webhooks::NewReplay {
                 webhook_id,
                 actor: &actor.subject,
-                reason,
+                reason: replay_reason,
                 dry_run,
                 verdict: &verdict,
                 detail: detail.as_deref(),
