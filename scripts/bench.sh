@@ -3,6 +3,12 @@
 #
 # Usage: scripts/bench.sh [nepxy-bench arguments...]
 #   e.g. scripts/bench.sh --clients 16 --requests 4000 --wallets many
+#   BENCH_SANDBOX=1 scripts/bench.sh --clients 16 --requests 1000 --wait-final
+#
+# With BENCH_SANDBOX=1 the provider sandbox runs beside the service on
+# 127.0.0.1:$BENCH_SANDBOX_PORT (default 18002) and the service's dispatcher
+# sends every payout to it, so --wait-final measures payouts from request to
+# final status.
 #
 # Builds the release binaries, starts the private PostgreSQL cluster (unless
 # DATABASE_URL is set), creates an empty database for this run, starts
@@ -15,15 +21,17 @@ REPO_ROOT=$(cd -P -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
 
 BENCH_PORT=${BENCH_PORT:-18001}
+BENCH_SANDBOX_PORT=${BENCH_SANDBOX_PORT:-18002}
 server_pid=
+sandbox_pid=
 started_cluster=0
 
 cleanup() {
     local status=$?
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    for pid in $server_pid $sandbox_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [[ $started_cluster == 1 ]]; then
         scripts/pg.sh stop || true
     fi
@@ -31,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked --bins -p nepxy-api -p nepxy-bench
+cargo build --release --locked --bins -p nepxy-api -p nepxy-bench -p nepxy-tests
 
 if [[ -z ${DATABASE_URL:-} ]]; then
     if [[ $(scripts/pg.sh status 2>/dev/null) != running ]]; then
@@ -49,6 +57,23 @@ echo "bench.sh: database $database" >&2
 
 BOOTSTRAP_ADMIN_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BOOTSTRAP_ADMIN_SECRET
+
+if [[ ${BENCH_SANDBOX:-0} == 1 ]]; then
+    sandbox_url="http://127.0.0.1:$BENCH_SANDBOX_PORT"
+    base_url="http://127.0.0.1:$BENCH_PORT"
+    TMONEY_WEBHOOK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    THUNES_WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64 -w0)"
+    MOMO_CALLBACK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    export TMONEY_WEBHOOK_SECRET THUNES_WEBHOOK_SECRET MOMO_CALLBACK_SECRET
+    RUST_LOG=warn target/release/nepxy-provider-sandbox --port "$BENCH_SANDBOX_PORT" \
+        --callback-base-url "$base_url" >"$REPO_ROOT/target/bench-sandbox.log" 2>&1 &
+    sandbox_pid=$!
+    export MOMO_BASE_URL=$sandbox_url MOMO_API_USER=bench MOMO_API_KEY=bench \
+        MOMO_SUBSCRIPTION_KEY=bench MOMO_TARGET_ENVIRONMENT=sandbox MOMO_CALLBACK_BASE_URL=$base_url
+    export THUNES_BASE_URL=$sandbox_url THUNES_API_KEY=bench THUNES_API_SECRET=bench \
+        THUNES_PAYER_ID=9999 THUNES_CALLBACK_URL=$base_url/v1/webhooks/thunes
+    export TMONEY_BASE_URL=$sandbox_url TMONEY_API_KEY=bench
+fi
 log_file="$REPO_ROOT/target/bench-server.log"
 DATABASE_URL=$bench_url \
     JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') \

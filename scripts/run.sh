@@ -9,10 +9,15 @@
 #      which is dropped on exit. With DATABASE_URL, uses that database as it
 #      is. It must have no admin yet, because the scenario creates the first
 #      admin through POST /v1/admin/bootstrap.
-#   3. Starts target/debug/nepxy-api with APP_ENV=dev on 0.0.0.0:$PORT and
-#      writes its log to target/run/<time>/nepxy-api.log.
-#   4. Runs target/debug/nepxy-scenario against http://127.0.0.1:$PORT.
-#   5. Keeps the service running until Ctrl-C. Then it stops the service,
+#   3. Starts target/debug/nepxy-provider-sandbox on 127.0.0.1:$SANDBOX_PORT,
+#      which plays TMoney, Thunes and MTN MoMo and sends their callbacks.
+#   4. Starts target/debug/nepxy-api with APP_ENV=dev on 0.0.0.0:$PORT, its
+#      providers pointed at the sandbox, and writes its log to
+#      target/run/<time>/nepxy-api.log.
+#   5. Runs target/debug/nepxy-scenario against http://127.0.0.1:$PORT; the
+#      payouts go to the sandbox and come back by webhook as succeeded or
+#      failed.
+#   6. Keeps the service running until Ctrl-C. Then it stops the service,
 #      drops the demo database and stops the cluster if this script started
 #      it.
 #
@@ -24,6 +29,7 @@
 #
 # Environment:
 #   PORT                    Port of the service (default 8001).
+#   SANDBOX_PORT            Port of the provider sandbox (default 18090).
 #   DATABASE_URL            Use this database instead of the private cluster.
 #   JWT_SECRET              Token signing key. A random one is generated when
 #                           unset, and it is never printed.
@@ -46,6 +52,7 @@ readonly REPO_ROOT
 readonly PG_SCRIPT="$REPO_ROOT/scripts/pg.sh"
 readonly API_BIN="$REPO_ROOT/target/debug/nepxy-api"
 readonly SCENARIO_BIN="$REPO_ROOT/target/debug/nepxy-scenario"
+readonly SANDBOX_BIN="$REPO_ROOT/target/debug/nepxy-provider-sandbox"
 # Maximum time for the service to accept connections, which includes its own
 # wait of up to 30 s for the database and the migrations of a new database.
 readonly SERVICE_START_TIMEOUT_SECONDS=60
@@ -57,6 +64,8 @@ EXIT_AFTER_SCENARIO=0
 KEEP_DATABASE=0
 SCENARIO_FILE="$REPO_ROOT/examples/scenario.json"
 PORT=${PORT:-8001}
+SANDBOX_PORT=${SANDBOX_PORT:-18090}
+SANDBOX_PID=""
 
 # State read by the cleanup on exit.
 SERVICE_PID=""
@@ -101,8 +110,9 @@ parse_args() {
 }
 
 port_in_use() {
+    local port=${1:-$PORT}
     # shellcheck disable=SC2016 # $1 expands in the inner bash.
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$PORT" 2>/dev/null
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$port" 2>/dev/null
 }
 
 check_port() {
@@ -112,6 +122,49 @@ check_port() {
     if port_in_use; then
         die "port $PORT on 127.0.0.1 is already in use, maybe by another nepxy-api. Stop that process, or choose a free port, for example: PORT=8002 scripts/run.sh"
     fi
+    if port_in_use "$SANDBOX_PORT"; then
+        die "port $SANDBOX_PORT on 127.0.0.1 is already in use, maybe by another provider sandbox. Choose a free one, for example: SANDBOX_PORT=18091 scripts/run.sh"
+    fi
+}
+
+# Starts the provider sandbox and points the service's provider variables at
+# it. The webhook secrets are random, shared by the sandbox and the service.
+start_sandbox() {
+    local base_url="http://127.0.0.1:$PORT"
+    local sandbox_url="http://127.0.0.1:$SANDBOX_PORT"
+    TMONEY_WEBHOOK_SECRET=$(random_hex)
+    THUNES_WEBHOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64 -w0)"
+    MOMO_CALLBACK_SECRET=$(random_hex)
+    export TMONEY_WEBHOOK_SECRET THUNES_WEBHOOK_SECRET MOMO_CALLBACK_SECRET
+
+    log "starting nepxy-provider-sandbox on $sandbox_url, log in $RUN_DIR/sandbox.log"
+    "$SANDBOX_BIN" --port "$SANDBOX_PORT" --callback-base-url "$base_url" \
+        >>"$RUN_DIR/sandbox.log" 2>&1 &
+    SANDBOX_PID=$!
+    local deadline=$((SECONDS + SERVICE_START_TIMEOUT_SECONDS))
+    until port_in_use "$SANDBOX_PORT"; do
+        kill -0 "$SANDBOX_PID" 2>/dev/null ||
+            die "nepxy-provider-sandbox exited before accepting connections. Check $RUN_DIR/sandbox.log"
+        ((SECONDS < deadline)) ||
+            die "nepxy-provider-sandbox did not accept connections within ${SERVICE_START_TIMEOUT_SECONDS}s"
+        sleep 0.2
+    done
+
+    export MOMO_BASE_URL=$sandbox_url MOMO_API_USER=demo-user MOMO_API_KEY=demo-key \
+        MOMO_SUBSCRIPTION_KEY=demo-subscription MOMO_TARGET_ENVIRONMENT=sandbox \
+        MOMO_CALLBACK_BASE_URL=$base_url
+    export THUNES_BASE_URL=$sandbox_url THUNES_API_KEY=demo-key THUNES_API_SECRET=demo-secret \
+        THUNES_PAYER_ID=9999 THUNES_CALLBACK_URL=$base_url/v1/webhooks/thunes
+    export TMONEY_BASE_URL=$sandbox_url TMONEY_API_KEY=demo-key
+}
+
+# shellcheck disable=SC2317 # Runs from the EXIT trap.
+stop_sandbox() {
+    [[ -n $SANDBOX_PID ]] || return 0
+    log "stopping nepxy-provider-sandbox (pid $SANDBOX_PID)"
+    kill -TERM "$SANDBOX_PID" 2>/dev/null
+    wait "$SANDBOX_PID" 2>/dev/null
+    SANDBOX_PID=""
 }
 
 random_hex() {
@@ -213,6 +266,7 @@ cleanup() {
     set +e
     trap '' INT TERM
     stop_service
+    stop_sandbox
     drop_demo_database
     if ((STARTED_CLUSTER)); then
         "$PG_SCRIPT" stop ||
@@ -280,6 +334,7 @@ main() {
     export JWT_SECRET BOOTSTRAP_ADMIN_SECRET
 
     prepare_database
+    start_sandbox
     start_service
 
     local base_url="http://127.0.0.1:$PORT"

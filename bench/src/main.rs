@@ -52,6 +52,15 @@ struct Args {
     /// Process id of the service, to report its peak resident memory.
     #[arg(long)]
     service_pid: Option<u32>,
+    /// After sending, wait until every payout of the measured run reaches a
+    /// final status (the service must run with a provider sandbox), and
+    /// report payouts per second from first request to last final status.
+    #[arg(long)]
+    wait_final: bool,
+    /// Recipient number of every payout; its last two digits choose the
+    /// sandbox's outcome (00 succeeds).
+    #[arg(long, default_value = "+22890000000")]
+    msisdn: String,
 }
 
 struct Caller {
@@ -78,6 +87,9 @@ async fn main() -> anyhow::Result<()> {
     run(&http, &args, &callers, args.warmup, "warmup").await?;
     let report = run(&http, &args, &callers, args.requests, "measured").await?;
     report.print(&args);
+    if args.wait_final {
+        wait_final(&http, &args, &callers, &report).await?;
+    }
     if let Some(pid) = args.service_pid {
         match peak_rss_kib(pid) {
             Some(kib) => println!("service peak RSS: {:.1} MiB", kib as f64 / 1024.0),
@@ -187,6 +199,9 @@ async fn setup(http: &reqwest::Client, args: &Args) -> anyhow::Result<Vec<Caller
 }
 
 struct Report {
+    started: Instant,
+    /// Ids of the created payouts, with the index of the caller that owns them.
+    payouts: Vec<(usize, String)>,
     elapsed: Duration,
     latencies_us: Vec<u64>,
     statuses: BTreeMap<String, usize>,
@@ -247,9 +262,12 @@ async fn run(
         let next = Arc::clone(&next);
         let url = format!("{}/v1/payouts", args.base_url);
         let run_id = Uuid::new_v4();
+        let msisdn = args.msisdn.clone();
         workers.push(tokio::spawn(async move {
-            let caller = &callers[worker % callers.len()];
+            let caller_index = worker % callers.len();
+            let caller = &callers[caller_index];
             let mut latencies = Vec::new();
+            let mut created = Vec::new();
             let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
             while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
                 let key = format!("{run_id}-{}", latencies.len());
@@ -257,25 +275,32 @@ async fn run(
                     "amount": 1_000,
                     "currency": "XOF",
                     "provider": "tmoney",
-                    "recipient": { "msisdn": "+22890123456" },
+                    "recipient": { "msisdn": msisdn },
                 });
                 let sent = Instant::now();
                 let outcome = post(&http, url.clone(), Some(&caller.token), Some(&key), body).await;
                 latencies.push(sent.elapsed().as_micros() as u64);
                 let status = match outcome {
-                    Ok((status, _)) => status.as_u16().to_string(),
+                    Ok((status, body)) => {
+                        if let Some(id) = body["id"].as_str() {
+                            created.push((caller_index, id.to_owned()));
+                        }
+                        status.as_u16().to_string()
+                    }
                     Err(_) => "transport-error".to_owned(),
                 };
                 *statuses.entry(status).or_default() += 1;
             }
-            (latencies, statuses)
+            (latencies, statuses, created)
         }));
     }
     let mut latencies_us = Vec::with_capacity(total);
     let mut statuses = BTreeMap::new();
+    let mut payouts = Vec::with_capacity(total);
     for worker in workers {
-        let (latencies, worker_statuses) = worker.await.context("worker panicked")?;
+        let (latencies, worker_statuses, created) = worker.await.context("worker panicked")?;
         latencies_us.extend(latencies);
+        payouts.extend(created);
         for (status, count) in worker_statuses {
             *statuses.entry(status).or_default() += count;
         }
@@ -287,6 +312,8 @@ async fn run(
         elapsed.as_secs_f64()
     );
     Ok(Report {
+        started,
+        payouts,
         elapsed,
         latencies_us,
         statuses,
@@ -300,4 +327,62 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Longest wait for the payouts of a run to reach a final status.
+const FINAL_WAIT: Duration = Duration::from_secs(300);
+
+/// Polls every created payout until it is succeeded or failed, then prints
+/// the end-to-end rate: payouts per second from the first request to the
+/// last final status.
+async fn wait_final(
+    http: &reqwest::Client,
+    args: &Args,
+    callers: &Arc<Vec<Caller>>,
+    report: &Report,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + FINAL_WAIT;
+    let mut pending: Vec<(usize, String)> = report.payouts.clone();
+    let mut finals: BTreeMap<String, usize> = BTreeMap::new();
+    while !pending.is_empty() {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} payouts not final after {} s",
+                pending.len(),
+                FINAL_WAIT.as_secs()
+            );
+        }
+        let mut still_pending = Vec::new();
+        for (caller_index, id) in pending {
+            let response = http
+                .get(format!("{}/v1/payouts/{id}", args.base_url))
+                .bearer_auth(&callers[caller_index].token)
+                .send()
+                .await?;
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            match body["status"].as_str() {
+                Some(status @ ("succeeded" | "failed" | "reversed")) => {
+                    *finals.entry(status.to_owned()).or_default() += 1;
+                }
+                _ => still_pending.push((caller_index, id)),
+            }
+        }
+        pending = still_pending;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let elapsed = report.started.elapsed();
+    let finals: Vec<String> = finals
+        .iter()
+        .map(|(status, n)| format!("{status}={n}"))
+        .collect();
+    println!(
+        "end to end: {} payouts final in {:.2} s, {:.0} payouts/s ({})",
+        report.payouts.len(),
+        elapsed.as_secs_f64(),
+        report.payouts.len() as f64 / elapsed.as_secs_f64(),
+        finals.join(" ")
+    );
+    Ok(())
 }

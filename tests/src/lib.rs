@@ -161,6 +161,10 @@ pub struct TestApp {
     pub database_url: String,
     pub pool: PgPool,
     pub http: reqwest::Client,
+    /// PROVIDER_DISABLED of the running server, switchable by tests.
+    pub switches: nepxy_api::dispatch::ProviderSwitches,
+    /// The server's state, for tests that run the dispatcher by hand.
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -231,10 +235,13 @@ pub async fn spawn_app_with_momo(
         .expect("bind loopback");
     let address = listener.local_addr().expect("local address");
     let (shutdown, stopped) = oneshot::channel::<()>();
-    tokio::spawn(nepxy_api::serve(listener, state, async move {
+    let switches = state.switches.clone();
+    tokio::spawn(nepxy_api::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
     TestApp {
+        switches,
+        state,
         base_url: format!("http://{address}"),
         database_url,
         pool,
@@ -548,4 +555,528 @@ impl TestApp {
             .await
             .unwrap_or_else(|error| panic!("count query {sql:?} failed: {error}"))
     }
+}
+
+// Provider webhooks: signing, sending, and reading what the server stored.
+
+/// Returns the current Unix time in seconds, the unit of webhook timestamps.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Returns a nonce or Thunes event id that no other delivery uses.
+pub fn unique_id(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4().simple())
+}
+
+/// Computes a TMoney `X-Signature`: the hex HMAC-SHA256 of
+/// `{timestamp}.{nonce}.{body}`.
+pub fn tmoney_signature(secret: &[u8], timestamp: &str, nonce: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts any key");
+    mac.update(format!("{timestamp}.{nonce}.").as_bytes());
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Computes one Thunes signature: the standard base64 of the HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}`, without the `v1,` prefix.
+pub fn thunes_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Builds the headers of a TMoney delivery, signed now with
+/// [`TEST_TMONEY_SECRET`] and a new nonce.
+pub fn tmoney_headers(body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = unix_now().to_string();
+    let nonce = unique_id("nonce");
+    let signature = tmoney_signature(TEST_TMONEY_SECRET.as_bytes(), &timestamp, &nonce, body);
+    vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-timestamp".to_owned(), timestamp),
+        ("x-nonce".to_owned(), nonce),
+        ("x-signature".to_owned(), signature),
+    ]
+}
+
+/// Builds the headers of a Thunes delivery, signed now with
+/// [`TEST_THUNES_KEY`] and a new event id.
+pub fn thunes_headers(body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = unix_now().to_string();
+    let id = unique_id("msg");
+    let signature = thunes_signature(TEST_THUNES_KEY, &id, &timestamp, body);
+    vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("webhook-id".to_owned(), id),
+        ("webhook-timestamp".to_owned(), timestamp),
+        ("webhook-signature".to_owned(), format!("v1,{signature}")),
+    ]
+}
+
+/// Builds the path of a payout's MoMo callback, with its token made from
+/// [`TEST_MOMO_SECRET`].
+pub fn momo_path(payout_id: Uuid) -> String {
+    let token = nepxy_api::webhooks::momo::callback_token(TEST_MOMO_SECRET.as_bytes(), payout_id);
+    format!("/v1/webhooks/momo/{token}")
+}
+
+/// Builds a TMoney report in compact JSON; `amount` is in major units.
+pub fn tmoney_report(external_ref: &str, status: &str, amount: i64, currency: &str) -> String {
+    json!({
+        "external_ref": external_ref,
+        "status": status,
+        "transaction_id": format!("TM-{}", Uuid::new_v4().simple()),
+        "amount": amount,
+        "currency": currency,
+        "reason": null,
+    })
+    .to_string()
+}
+
+/// Builds a Thunes transaction object in compact JSON. `status` and
+/// `status_class` are JSON values, so a test can choose the string or the
+/// number form.
+pub fn thunes_report(
+    external_id: &str,
+    status: Value,
+    status_class: Value,
+    amount: i64,
+    currency: &str,
+) -> String {
+    json!({
+        "id": 7_300_915,
+        "status": status,
+        "status_message": "TEST",
+        "status_class": status_class,
+        "external_id": external_id,
+        "destination": { "currency": currency, "amount": amount },
+    })
+    .to_string()
+}
+
+/// Builds a MoMo transfer body in compact JSON. The amount is a string in
+/// major units, as MoMo sends it.
+pub fn momo_report(external_id: &str, status: &str, amount: i64, currency: &str) -> String {
+    json!({
+        "externalId": external_id,
+        "financialTransactionId": "1234567890",
+        "status": status,
+        "amount": amount.to_string(),
+        "currency": currency,
+    })
+    .to_string()
+}
+
+/// A delivery as webhook_deliveries stores it.
+#[derive(Debug, Clone)]
+pub struct StoredDelivery {
+    pub webhook_id: Uuid,
+    pub provider: String,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub body_size: i64,
+    /// `[[name, value], ...]` in arrival order.
+    pub headers: Value,
+    pub payout_id: Option<Uuid>,
+}
+
+const STORED_DELIVERY_COLUMNS: &str =
+    "webhook_id, provider, verdict, reason, body, body_size, headers, payout_id";
+
+type StoredDeliveryRow = (
+    Uuid,
+    String,
+    String,
+    Option<String>,
+    Option<Vec<u8>>,
+    i64,
+    Value,
+    Option<Uuid>,
+);
+
+fn stored_delivery(row: StoredDeliveryRow) -> StoredDelivery {
+    let (webhook_id, provider, verdict, reason, body, body_size, headers, payout_id) = row;
+    StoredDelivery {
+        webhook_id,
+        provider,
+        verdict,
+        reason,
+        body,
+        body_size,
+        headers,
+        payout_id,
+    }
+}
+
+/// A stand-in for MoMo's transfer status endpoint. It returns the status
+/// that the test sets, or fails while none is set, and records every
+/// payout id it is requested for.
+#[derive(Default)]
+pub struct MomoStatusStub {
+    answer: std::sync::Mutex<Option<nepxy_api::webhooks::ReportStatus>>,
+    requested: std::sync::Mutex<Vec<Uuid>>,
+}
+
+impl MomoStatusStub {
+    pub fn answering(answer: Option<nepxy_api::webhooks::ReportStatus>) -> std::sync::Arc<Self> {
+        let stub = Self::default();
+        stub.set_answer(answer);
+        std::sync::Arc::new(stub)
+    }
+
+    /// Sets the status of later lookups; `None` makes them fail.
+    pub fn set_answer(&self, answer: Option<nepxy_api::webhooks::ReportStatus>) {
+        *self.answer.lock().expect("stub lock") = answer;
+    }
+
+    /// Payout ids looked up so far, in order.
+    pub fn requested_ids(&self) -> Vec<Uuid> {
+        self.requested.lock().expect("stub lock").clone()
+    }
+}
+
+impl TransferStatusLookup for MomoStatusStub {
+    fn transfer_status(&self, payout_id: Uuid) -> nepxy_api::webhooks::confirm::LookupFuture<'_> {
+        self.requested.lock().expect("stub lock").push(payout_id);
+        let answer = *self.answer.lock().expect("stub lock");
+        Box::pin(async move {
+            answer.ok_or_else(|| {
+                nepxy_api::webhooks::confirm::LookupError(
+                    "the test stub has no status to report".to_owned(),
+                )
+            })
+        })
+    }
+}
+
+impl TestApp {
+    /// POSTs a webhook delivery with exactly these headers and body bytes.
+    pub async fn send_webhook(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        self.send_raw(Method::POST, path, None, &pairs, body).await
+    }
+
+    /// Sends `body` to the TMoney intake, signed now with a new nonce.
+    pub async fn send_tmoney(&self, body: &str) -> Reply {
+        let headers = tmoney_headers(body.as_bytes());
+        self.send_webhook("/v1/webhooks/tmoney", &headers, body.as_bytes().to_vec())
+            .await
+    }
+
+    /// Sends `body` to the Thunes intake, signed now with a new event id.
+    pub async fn send_thunes(&self, body: &str) -> Reply {
+        let headers = thunes_headers(body.as_bytes());
+        self.send_webhook("/v1/webhooks/thunes", &headers, body.as_bytes().to_vec())
+            .await
+    }
+
+    /// POSTs `body` to the MoMo callback URL of `payout_id`.
+    pub async fn send_momo(&self, payout_id: Uuid, body: &str) -> Reply {
+        let headers = [("content-type".to_owned(), "application/json".to_owned())];
+        self.send_webhook(&momo_path(payout_id), &headers, body.as_bytes().to_vec())
+            .await
+    }
+
+    /// Creates an XOF payout with the given Idempotency-Key and returns its id,
+    /// panicking unless the server responds with 201.
+    pub async fn create_payout(
+        &self,
+        client: &Caller,
+        key: &str,
+        amount: i64,
+        provider: &str,
+    ) -> Uuid {
+        let reply = self
+            .post_payout(client, key, &payout_body(amount, provider))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "create payout {key}: {:?}",
+            reply.body
+        );
+        reply.body["id"]
+            .as_str()
+            .expect("payout id")
+            .parse()
+            .expect("payout id is a UUID")
+    }
+
+    /// Returns a payout as GET /v1/payouts/{id} shows it.
+    pub async fn payout(&self, reader: &Caller, payout_id: Uuid) -> Value {
+        let reply = self
+            .get(&format!("/v1/payouts/{payout_id}"), &reader.token)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "payout {payout_id}: {:?}",
+            reply.body
+        );
+        reply.body
+    }
+
+    /// Returns the `status` of a payout as GET /v1/payouts/{id} shows it.
+    pub async fn payout_status(&self, reader: &Caller, payout_id: Uuid) -> String {
+        self.payout(reader, payout_id).await["status"]
+            .as_str()
+            .expect("payout status")
+            .to_owned()
+    }
+
+    /// Returns a stored delivery, panicking when there is none with this id.
+    pub async fn stored_delivery(&self, webhook_id: Uuid) -> StoredDelivery {
+        let row: StoredDeliveryRow = sqlx::query_as(&format!(
+            "SELECT {STORED_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1"
+        ))
+        .bind(webhook_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|error| panic!("read delivery {webhook_id}: {error}"));
+        stored_delivery(row)
+    }
+
+    /// Returns the most recently received delivery, for requests whose
+    /// response does not include the webhook id.
+    pub async fn latest_delivery(&self) -> StoredDelivery {
+        let row: StoredDeliveryRow = sqlx::query_as(&format!(
+            "SELECT {STORED_DELIVERY_COLUMNS} FROM webhook_deliveries \
+             ORDER BY received_at DESC, webhook_id DESC LIMIT 1"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap_or_else(|error| panic!("read the latest delivery: {error}"));
+        stored_delivery(row)
+    }
+
+    /// Returns the number of rows in the events table.
+    pub async fn event_count(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// Returns the event types of one payout, in sequence order.
+    pub async fn payout_event_types(&self, payout_id: Uuid) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT event_type FROM events WHERE aggregate_type = 'Payout' AND aggregate_id = $1 \
+             ORDER BY sequence",
+        )
+        .bind(payout_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_else(|error| panic!("read events of payout {payout_id}: {error}"))
+    }
+}
+
+/// Returns the `webhook_id` of an intake response as a UUID.
+pub fn webhook_id_of(reply: &Reply) -> Uuid {
+    reply.body["webhook_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("response has no webhook_id: {:?}", reply.body))
+        .parse()
+        .expect("webhook_id is a UUID")
+}
+pub mod sandbox;
+
+/// Dispatcher settings for tests: short waits so a payout goes from
+/// accepted to final within a test's patience.
+pub fn fast_dispatch_settings() -> nepxy_api::dispatch::Settings {
+    nepxy_api::dispatch::Settings {
+        batch_size: 16,
+        lease: Duration::from_secs(30),
+        idle_wait: Duration::from_millis(50),
+        first_poll_wait: Duration::from_millis(300),
+        max_poll_wait: Duration::from_secs(2),
+        max_calls: 4,
+        max_retry_time: Duration::from_secs(10),
+        requeue_wait: Duration::from_millis(200),
+        max_requeue_wait: Duration::from_secs(2),
+    }
+}
+
+impl TestApp {
+    /// Starts the dispatcher in the background with `settings`; it stops
+    /// when the returned sender is dropped.
+    pub fn start_dispatcher(&self, settings: nepxy_api::dispatch::Settings) -> oneshot::Sender<()> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let dispatcher = self.state.dispatcher(settings);
+        tokio::spawn(dispatcher.run(async move {
+            let _ = stopped.await;
+        }));
+        stop
+    }
+
+    /// Polls the payout until its status is one of `statuses`, for at most
+    /// `timeout`; returns the last payout seen.
+    pub async fn wait_for_status(
+        &self,
+        reader: &Caller,
+        payout_id: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let reply = self
+                .get(&format!("/v1/payouts/{payout_id}"), &reader.token)
+                .await;
+            let status = reply.body["status"].as_str().unwrap_or_default().to_owned();
+            if statuses.contains(&status.as_str()) || tokio::time::Instant::now() >= deadline {
+                return reply.body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The provider sandbox binary, killed when dropped.
+pub struct SandboxProcess {
+    pub base_url: String,
+    child: tokio::process::Child,
+}
+
+impl SandboxProcess {
+    /// Starts `nepxy-provider-sandbox` on a free loopback port, sending
+    /// TMoney and Thunes callbacks to `callback_base_url`.
+    pub async fn start(callback_base_url: &str) -> SandboxProcess {
+        use tokio::io::AsyncBufReadExt;
+
+        let mut child = tokio::process::Command::new(binary_path("nepxy-provider-sandbox"))
+            .args([
+                "--port",
+                "0",
+                "--callback-base-url",
+                callback_base_url,
+                "--callback-delay-ms",
+                "100",
+            ])
+            .env("TMONEY_WEBHOOK_SECRET", TEST_TMONEY_SECRET)
+            .env("THUNES_WEBHOOK_SECRET", TEST_THUNES_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nepxy-provider-sandbox");
+        let stdout = child.stdout.take().expect("sandbox stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("sandbox prints its address in time")
+            .expect("read sandbox stdout")
+            .expect("sandbox printed a line");
+        let address = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first sandbox line {first:?}"))
+            .trim()
+            .to_owned();
+        // Keep reading stdout so the sandbox never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        SandboxProcess {
+            base_url: format!("http://{address}"),
+            child,
+        }
+    }
+
+    /// Every provider transaction the sandbox created, with the number of
+    /// create requests it received per reference.
+    pub async fn transactions(&self) -> Value {
+        reqwest::get(format!("{}/sandbox/transactions", self.base_url))
+            .await
+            .expect("sandbox answers")
+            .json()
+            .await
+            .expect("sandbox JSON")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Provider variables that point every provider at `sandbox_url`, with
+/// callbacks to `public_base_url`.
+pub fn sandbox_provider_env(sandbox_url: &str, public_base_url: &str) -> Vec<(String, String)> {
+    [
+        ("MOMO_BASE_URL", sandbox_url.to_owned()),
+        ("MOMO_API_USER", Uuid::new_v4().to_string()),
+        ("MOMO_API_KEY", "sandbox-api-key".to_owned()),
+        (
+            "MOMO_SUBSCRIPTION_KEY",
+            "sandbox-subscription-key".to_owned(),
+        ),
+        ("MOMO_TARGET_ENVIRONMENT", "sandbox".to_owned()),
+        ("MOMO_CALLBACK_BASE_URL", public_base_url.to_owned()),
+        ("THUNES_BASE_URL", sandbox_url.to_owned()),
+        ("THUNES_API_KEY", "sandbox-thunes-key".to_owned()),
+        ("THUNES_API_SECRET", "sandbox-thunes-secret".to_owned()),
+        ("THUNES_PAYER_ID", "9999".to_owned()),
+        (
+            "THUNES_CALLBACK_URL",
+            format!("{public_base_url}/v1/webhooks/thunes"),
+        ),
+        ("TMONEY_BASE_URL", sandbox_url.to_owned()),
+        ("TMONEY_API_KEY", "sandbox-tmoney-key".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
+/// Starts the server wired to a fresh provider sandbox: the server's port is
+/// chosen first so the sandbox knows where to send callbacks.
+pub async fn spawn_app_with_sandbox(extra: &[(&str, &str)]) -> (TestApp, SandboxProcess) {
+    if std::env::var_os("TEST_LOG").is_some() {
+        nepxy_api::telemetry::init(nepxy_api::config::LogFormat::Text);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("local address");
+    let public_base_url = format!("http://{address}");
+    let sandbox = SandboxProcess::start(&public_base_url).await;
+
+    let provider_env = sandbox_provider_env(&sandbox.base_url, &public_base_url);
+    let mut vars: Vec<(&str, &str)> = provider_env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    vars.extend_from_slice(extra);
+
+    let database_url = fresh_database().await;
+    let config = test_config(&database_url, &vars);
+    let pool = nepxy_api::connect(&config)
+        .await
+        .expect("connect test database");
+    let state = AppState::new(config, pool.clone()).expect("state");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let switches = state.switches.clone();
+    tokio::spawn(nepxy_api::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let app = TestApp {
+        base_url: public_base_url,
+        database_url,
+        pool,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        switches,
+        state,
+        shutdown: Some(shutdown),
+    };
+    (app, sandbox)
 }

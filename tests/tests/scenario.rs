@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use nepxy_tests::{TEST_BOOTSTRAP_SECRET, TEST_JWT_SECRET, binary_path, fresh_database};
+use nepxy_tests::{
+    SandboxProcess, TEST_BOOTSTRAP_SECRET, TEST_JWT_SECRET, TEST_MOMO_SECRET, TEST_THUNES_SECRET,
+    TEST_TMONEY_SECRET, binary_path, fresh_database, sandbox_provider_env,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -47,17 +50,26 @@ struct Service {
     child: Child,
     base_url: String,
     log_path: PathBuf,
+    /// The provider sandbox the service's dispatcher sends payouts to.
+    _sandbox: SandboxProcess,
 }
 
 impl Service {
     /// Starts `nepxy-api` on a free loopback port against a fresh database,
-    /// with its output in `dir`/nepxy-api.log.
+    /// with its providers pointed at a fresh provider sandbox and its output
+    /// in `dir`/nepxy-api.log.
     async fn start(dir: &Path) -> Service {
         let database_url = fresh_database().await;
         let port = free_port();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let sandbox = SandboxProcess::start(&base_url).await;
         let log_path = dir.join("nepxy-api.log");
         let log = File::create(&log_path).expect("create service log");
         let child = Command::new(binary_path("nepxy-api"))
+            .envs(sandbox_provider_env(&sandbox.base_url, &base_url))
+            .env("TMONEY_WEBHOOK_SECRET", TEST_TMONEY_SECRET)
+            .env("THUNES_WEBHOOK_SECRET", TEST_THUNES_SECRET)
+            .env("MOMO_CALLBACK_SECRET", TEST_MOMO_SECRET)
             .env("DATABASE_URL", &database_url)
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("BOOTSTRAP_ADMIN_SECRET", TEST_BOOTSTRAP_SECRET)
@@ -71,8 +83,9 @@ impl Service {
             .expect("start nepxy-api");
         Service {
             child,
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url,
             log_path,
+            _sandbox: sandbox,
         }
     }
 
@@ -202,6 +215,13 @@ async fn example_scenario_passes() {
             stdout.contains(provider),
             "provider {provider} missing from the output\n{context}"
         );
+        for status in ["succeeded", "failed"] {
+            let reached = format!("{status} via {provider}");
+            assert!(
+                stdout.contains(&reached),
+                "no payout {reached} through the sandbox\n{context}"
+            );
+        }
     }
 
     let token_request = std::fs::read_to_string(credentials_dir.join("client-token-request.json"))

@@ -398,8 +398,8 @@ impl Dispatcher {
     }
 
     /// Submits the payout, retrying transient failures with exponential
-    /// backoff and jitter (bounded in calls and time, honouring Retry-After),
-    /// and resolving ambiguous failures with a status lookup first.
+    /// backoff and jitter, bounded in calls and time and honouring
+    /// Retry-After. Other failures end the round.
     async fn submit_with_retries(
         &self,
         attempts_before: u32,
@@ -417,19 +417,9 @@ impl Dispatcher {
         let mut attempts = Vec::new();
         let mut delay = Duration::ZERO;
         loop {
-            let mut result = client.submit(order).await;
-            if let Err(ProviderError::Ambiguous { reason }) = &result {
-                tracing::warn!(%payout_id, reason = %reason, "ambiguous provider answer; asking for the status");
-                result = match client.status(payout_id).await {
-                    Ok(TransferState::NotFound) => Err(ProviderError::Transient {
-                        reason: format!(
-                            "{reason}; the provider has no transfer, so it is sent again"
-                        ),
-                        retry_after: None,
-                    }),
-                    other => other,
-                };
-            }
+            // The adapters resolve an ambiguous answer with a status lookup
+            // themselves; Ambiguous here means that lookup failed too.
+            let result = client.submit(order).await;
             attempts.push(ProviderAttempt {
                 attempt: attempts_before + attempts.len() as u32 + 1,
                 outcome: outcome_label(&result).to_owned(),

@@ -65,7 +65,8 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
     },
     /// The provider may or may not have created the transfer (a timeout
-    /// after sending, an ambiguous 5xx): ask for the status before retrying.
+    /// after sending, an ambiguous 5xx). From `submit` it means the adapter
+    /// already asked for the status and that lookup failed too.
     #[error("ambiguous failure: {reason}")]
     Ambiguous { reason: String },
     /// A request the provider will never accept as sent (bad credentials,

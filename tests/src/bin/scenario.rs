@@ -73,6 +73,11 @@ struct Cli {
     #[arg(long, default_value_t = 10)]
     request_timeout_seconds: u64,
 
+    /// Seconds to wait for the payouts that name an `expect` status to reach
+    /// it, through the provider and its callback.
+    #[arg(long, default_value_t = 60)]
+    final_wait_seconds: u64,
+
     /// Directory where the admin's and the client's POST /v1/auth/token
     /// bodies (with their secrets) are written, readable by the owner only.
     #[arg(long)]
@@ -123,6 +128,13 @@ async fn run(cli: &Cli) -> Result<(), StepFailure> {
         repeat_payout(&api, &client, currency, payout).await?;
     }
 
+    wait_for_final_statuses(
+        &api,
+        &client,
+        &payouts,
+        Duration::from_secs(cli.final_wait_seconds),
+    )
+    .await?;
     for payout in &mut payouts {
         read_payout(&api, &client, currency, payout).await?;
     }
@@ -169,6 +181,9 @@ struct PayoutSpec {
     /// Send the request a second time with the same Idempotency-Key and body.
     #[serde(default)]
     repeat: bool,
+    /// Final status the payout must reach (succeeded or failed), when the
+    /// service runs beside a provider sandbox.
+    expect: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -639,6 +654,63 @@ async fn read_payout(
         "{step}: {}, {}",
         payout.spec.provider, payout.status
     ));
+    Ok(())
+}
+
+/// Polls each payout that names an `expect` status until it has it. The
+/// payouts go to the provider (the sandbox in the demo), which reports the
+/// outcome by webhook or answers the dispatcher's status poll.
+async fn wait_for_final_statuses(
+    api: &Api,
+    client: &Caller,
+    payouts: &[Payout<'_>],
+    max_wait: Duration,
+) -> Result<(), StepFailure> {
+    let started = tokio::time::Instant::now();
+    for payout in payouts {
+        let Some(expected) = payout.spec.expect.as_deref() else {
+            continue;
+        };
+        let step = format!("{} reaches {expected}", payout.label);
+        loop {
+            let reply = api
+                .send(
+                    &step,
+                    Method::GET,
+                    &format!("/v1/payouts/{}", payout.id),
+                    Some(&client.token),
+                    &[],
+                    None,
+                )
+                .await?
+                .expect(&step, StatusCode::OK)?;
+            let status = required_text(&step, &reply.body, "status")?;
+            if status == expected {
+                let detail = reply.body["failure_code"]
+                    .as_str()
+                    .map(|code| format!(" ({code})"))
+                    .unwrap_or_default();
+                pass(format!(
+                    "{step}: {} via {} after {:.1} s{detail}",
+                    status,
+                    payout.spec.provider,
+                    started.elapsed().as_secs_f64()
+                ));
+                break;
+            }
+            let settled = matches!(status.as_str(), "succeeded" | "failed" | "reversed");
+            if settled || started.elapsed() >= max_wait {
+                return Err(StepFailure::local(
+                    &step,
+                    format!(
+                        "status is {status} after {:.0} s; is the provider sandbox running and the dispatcher on?",
+                        started.elapsed().as_secs_f64()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     Ok(())
 }
 
