@@ -31,7 +31,18 @@ impl AppState {
         // MoMo callbacks are confirmed with the MoMo adapter when MoMo is
         // configured; otherwise they wait, unconfirmed, for a replay.
         let momo_status: Arc<dyn TransferStatusLookup> = match &config.providers.momo {
-            Some(momo) => Arc::new(ProviderLookup(Arc::new(MomoClient::new(momo.clone())))),
+            Some(momo) => {
+                match crate::providers::http_client_with_timeout(config.providers.request_timeout) {
+                    Ok(http) => Arc::new(ProviderLookup(Arc::new(MomoClient::with_client(
+                        momo.clone(),
+                        http,
+                    )))),
+                    Err(error) => {
+                        tracing::error!(error = %error, "could not build the MoMo HTTP client; callbacks wait for a replay");
+                        Arc::new(NotConfigured)
+                    }
+                }
+            }
             None => Arc::new(NotConfigured),
         };
         Ok(AppState {

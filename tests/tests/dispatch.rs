@@ -319,3 +319,55 @@ async fn disabled_provider_rejects_then_resumes() {
     assert_eq!(payout["status"], "succeeded", "{payout}");
     sandbox.stop().await;
 }
+
+#[tokio::test]
+async fn timeout_then_success_pays_once() {
+    // The sandbox answers ...02 after 3 s; with a 1 s client timeout the
+    // first submission times out although the provider took the transfer.
+    let (app, sandbox) = spawn_app_with_sandbox(&[("PROVIDER_TIMEOUT_MS", "1000")]).await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let _dispatcher = app.start_dispatcher(fast_dispatch_settings());
+
+    let mut payouts = Vec::new();
+    for provider in ["tmoney", "momo"] {
+        payouts.push(
+            pay(
+                &app,
+                &client,
+                &format!("{provider}-timeout"),
+                provider,
+                "+22890000002",
+            )
+            .await,
+        );
+    }
+    for payout_id in &payouts {
+        let payout = app
+            .wait_for_status(&client, payout_id, &FINAL, FINAL_STATUS_WAIT)
+            .await;
+        assert_eq!(payout["status"], "succeeded", "{payout}");
+    }
+    let transactions = sandbox.transactions().await;
+    for payout_id in &payouts {
+        let (_, created) = sandbox_counts(&transactions, payout_id);
+        assert_eq!(
+            created, 1,
+            "payout {payout_id} has exactly one provider transaction"
+        );
+        // The callback can finish the payout while the dispatcher still
+        // waits for its timed-out call, so its attempts may come later.
+        let deadline = tokio::time::Instant::now() + FINAL_STATUS_WAIT;
+        while event_count(&app, payout_id, "ProviderAttempted").await == 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            event_count(&app, payout_id, "ProviderAttempted").await >= 1,
+            "attempts recorded for {payout_id}"
+        );
+    }
+    let (available, held) = app.balance_of(&client, client.client_id, "XOF").await;
+    assert_eq!((available, held), (8_000, 0), "each payout settled once");
+    sandbox.stop().await;
+}

@@ -67,14 +67,19 @@ impl std::fmt::Debug for TmoneyConfig {
 
 /// Settings of every configured provider. A provider whose variables are all
 /// unset is not configured: its payouts wait in the queue.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProvidersConfig {
     pub momo: Option<MomoConfig>,
     pub thunes: Option<ThunesConfig>,
     pub tmoney: Option<TmoneyConfig>,
     /// Providers switched off by PROVIDER_DISABLED at startup.
     pub disabled: BTreeSet<Provider>,
+    /// Longest wait for one provider request (PROVIDER_TIMEOUT_MS).
+    pub request_timeout: std::time::Duration,
 }
+
+/// Default of PROVIDER_TIMEOUT_MS.
+const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 10_000;
 
 const MOMO_VARIABLES: [&str; 6] = [
     "MOMO_BASE_URL",
@@ -115,6 +120,18 @@ impl ProvidersConfig {
         problems: &mut Vec<String>,
     ) -> Self {
         let disabled = parse_disabled(get("PROVIDER_DISABLED").as_deref(), problems);
+        let timeout_ms = match get("PROVIDER_TIMEOUT_MS") {
+            None => DEFAULT_PROVIDER_TIMEOUT_MS,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(ms) if (100..=120_000).contains(&ms) => ms,
+                _ => {
+                    problems.push(
+                        "PROVIDER_TIMEOUT_MS must be a whole number from 100 to 120000".to_owned(),
+                    );
+                    DEFAULT_PROVIDER_TIMEOUT_MS
+                }
+            },
+        };
 
         let momo = read_group(get, &MOMO_VARIABLES, problems).map(|values| MomoConfig {
             base_url: trim_slash(&values[0]),
@@ -171,6 +188,7 @@ impl ProvidersConfig {
             thunes,
             tmoney,
             disabled,
+            request_timeout: std::time::Duration::from_millis(timeout_ms),
         }
     }
 

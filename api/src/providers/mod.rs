@@ -12,13 +12,16 @@ pub mod money;
 pub mod thunes;
 pub mod tmoney;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use nepxy_ledger::{Currency, Msisdn, Provider};
 use uuid::Uuid;
 
-/// Longest wait for one provider HTTP request.
+/// Longest wait for one provider HTTP request, unless PROVIDER_TIMEOUT_MS
+/// says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a TCP connection to a provider.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,28 +116,36 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The adapters of every configured provider.
-pub fn build(
-    config: &config::ProvidersConfig,
-) -> std::collections::BTreeMap<Provider, std::sync::Arc<dyn PayoutProvider>> {
-    let mut providers: std::collections::BTreeMap<Provider, std::sync::Arc<dyn PayoutProvider>> =
-        std::collections::BTreeMap::new();
+/// The adapters of every configured provider, each with the configured
+/// request timeout.
+pub fn build(config: &config::ProvidersConfig) -> BTreeMap<Provider, Arc<dyn PayoutProvider>> {
+    let mut providers: BTreeMap<Provider, Arc<dyn PayoutProvider>> = BTreeMap::new();
+    let http = match http_client_with_timeout(config.request_timeout) {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(error = %error, "could not build the provider HTTP client; no provider is available");
+            return providers;
+        }
+    };
     if let Some(momo) = &config.momo {
         providers.insert(
             Provider::Momo,
-            std::sync::Arc::new(momo::MomoClient::new(momo.clone())),
+            Arc::new(momo::MomoClient::with_client(momo.clone(), http.clone())),
         );
     }
     if let Some(thunes) = &config.thunes {
         providers.insert(
             Provider::Thunes,
-            std::sync::Arc::new(thunes::ThunesClient::new(thunes.clone())),
+            Arc::new(thunes::ThunesClient::with_client(
+                thunes.clone(),
+                http.clone(),
+            )),
         );
     }
     if let Some(tmoney) = &config.tmoney {
         providers.insert(
             Provider::Tmoney,
-            std::sync::Arc::new(tmoney::TmoneyClient::new(tmoney.clone())),
+            Arc::new(tmoney::TmoneyClient::with_client(tmoney.clone(), http)),
         );
     }
     providers
@@ -142,8 +153,13 @@ pub fn build(
 
 /// A reqwest client with this module's timeouts.
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    http_client_with_timeout(REQUEST_TIMEOUT)
+}
+
+/// A reqwest client with the given request timeout and the connect timeout.
+pub fn http_client_with_timeout(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .build()
 }
