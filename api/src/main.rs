@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nepxy_api::dispatch::Settings;
+use nepxy_api::webhooks::retry::{RetryWorker, Settings as RetrySettings};
 use nepxy_api::{AppState, Config, telemetry};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -88,11 +89,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let _ = dispatcher_stopped.await;
         }))
     });
+    // Stored webhook deliveries that could not be applied are retried here.
+    let (stop_retries, retries_stopped) = tokio::sync::oneshot::channel::<()>();
+    let retries = tokio::spawn(
+        RetryWorker {
+            intake: state.intake.clone(),
+            settings: RetrySettings::default(),
+        }
+        .run(async move {
+            let _ = retries_stopped.await;
+        }),
+    );
     nepxy_api::serve(listener, state, shutdown_signal()).await?;
     drop(stop_dispatcher);
+    drop(stop_retries);
     if let Some(dispatcher) = dispatcher {
         let _ = dispatcher.await;
     }
+    let _ = retries.await;
     tracing::info!("nepxy-api stopped");
     Ok(())
 }

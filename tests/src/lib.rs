@@ -1080,3 +1080,34 @@ pub async fn spawn_app_with_sandbox(extra: &[(&str, &str)]) -> (TestApp, Sandbox
     };
     (app, sandbox)
 }
+
+/// Webhook retry settings for tests: retries come within milliseconds.
+pub fn fast_retry_settings(max_attempts: i32) -> nepxy_api::webhooks::retry::Settings {
+    nepxy_api::webhooks::retry::Settings {
+        batch_size: 16,
+        lease: Duration::from_secs(30),
+        idle_wait: Duration::from_millis(50),
+        first_wait: Duration::from_millis(100),
+        max_wait: Duration::from_millis(400),
+        max_attempts,
+        max_age: Duration::from_secs(600),
+    }
+}
+
+impl TestApp {
+    /// Starts the webhook retry worker; it stops when the sender is dropped.
+    pub fn start_webhook_retries(
+        &self,
+        settings: nepxy_api::webhooks::retry::Settings,
+    ) -> oneshot::Sender<()> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = nepxy_api::webhooks::retry::RetryWorker {
+            intake: self.state.intake.clone(),
+            settings,
+        };
+        tokio::spawn(worker.run(async move {
+            let _ = stopped.await;
+        }));
+        stop
+    }
+}

@@ -31,7 +31,7 @@ const MAX_PAGE_SIZE: i64 = 200;
 const MAX_REASON_CHARS: usize = 500;
 
 /// Verdicts a delivery can have, for the list filter.
-const VERDICTS: [&str; 11] = [
+const VERDICTS: [&str; 12] = [
     "received",
     "applied",
     "duplicate",
@@ -43,6 +43,7 @@ const VERDICTS: [&str; 11] = [
     "rejected",
     "malformed",
     "oversized",
+    "dead",
 ];
 
 /// POST /v1/webhooks/{provider} for tmoney and thunes.

@@ -12,6 +12,14 @@ use super::StoreError;
 /// forgotten.
 pub const REPLAY_KEY_RETENTION_SECONDS: i64 = 2 * crate::webhooks::TIMESTAMP_TOLERANCE_SECONDS;
 
+/// Seconds after arrival when a delivery still without a final verdict (the
+/// process died, the database failed) is first retried.
+pub const FIRST_RETRY_SECONDS: i64 = 30;
+
+/// Verdicts of deliveries that are retried automatically: not processed yet,
+/// no such payout yet, MoMo's status endpoint did not confirm.
+pub const RETRYABLE_VERDICTS: [&str; 3] = ["received", "orphan", "unconfirmed"];
+
 pub struct NewDelivery<'a> {
     pub webhook_id: Uuid,
     pub provider: &'a str,
@@ -67,8 +75,9 @@ pub async fn insert(pool: &PgPool, delivery: &NewDelivery<'_>) -> Result<(), Sto
     let headers = serde_json::to_value(delivery.headers)?;
     sqlx::query(
         "INSERT INTO webhook_deliveries (webhook_id, provider, received_at, peer_addr, method, path, \
-             headers, body, body_size, verdict, reason, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $3)",
+             headers, body, body_size, verdict, reason, updated_at, next_retry_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $3, \
+             CASE WHEN $10 = 'received' THEN $3 + make_interval(secs => $12) END)",
     )
     .bind(delivery.webhook_id)
     .bind(delivery.provider)
@@ -81,6 +90,7 @@ pub async fn insert(pool: &PgPool, delivery: &NewDelivery<'_>) -> Result<(), Sto
     .bind(delivery.body_size)
     .bind(delivery.verdict)
     .bind(delivery.reason)
+    .bind(FIRST_RETRY_SECONDS as f64)
     .execute(pool)
     .await?;
     Ok(())
@@ -94,7 +104,8 @@ pub async fn set_verdict(
     sqlx::query(
         "UPDATE webhook_deliveries SET verdict = $2, reason = $3, \
              replay_key = COALESCE($4, replay_key), payout_id = COALESCE($5, payout_id), \
-             report = COALESCE($6, report), updated_at = now() \
+             report = COALESCE($6, report), updated_at = now(), \
+             next_retry_at = CASE WHEN $2 = ANY($7) THEN next_retry_at END \
          WHERE webhook_id = $1",
     )
     .bind(webhook_id)
@@ -103,6 +114,91 @@ pub async fn set_verdict(
     .bind(update.replay_key)
     .bind(update.payout_id)
     .bind(&update.report)
+    .bind(&RETRYABLE_VERDICTS[..])
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A delivery due for an automatic retry.
+#[derive(Debug, Clone, FromRow)]
+pub struct DueRetry {
+    pub webhook_id: Uuid,
+    pub retry_attempts: i32,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Takes up to `limit` deliveries due for a retry, for `lease_seconds`.
+pub async fn claim_retries(
+    pool: &PgPool,
+    limit: i64,
+    lease_seconds: i64,
+) -> Result<Vec<DueRetry>, StoreError> {
+    let rows = sqlx::query_as::<_, DueRetry>(
+        "UPDATE webhook_deliveries SET retry_lease_until = now() + make_interval(secs => $2) \
+         WHERE webhook_id IN ( \
+             SELECT webhook_id FROM webhook_deliveries \
+             WHERE next_retry_at <= now() AND verdict = ANY($3) \
+               AND (retry_lease_until IS NULL OR retry_lease_until < now()) \
+             ORDER BY next_retry_at \
+             LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) \
+         RETURNING webhook_id, retry_attempts, received_at",
+    )
+    .bind(limit)
+    .bind(lease_seconds as f64)
+    .bind(&RETRYABLE_VERDICTS[..])
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Records one retry attempt and schedules the next one (`None` when the
+/// delivery needs no more retries).
+pub async fn record_retry(
+    pool: &PgPool,
+    webhook_id: Uuid,
+    attempt: i32,
+    verdict: &str,
+    detail: Option<&str>,
+    next_retry_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_retry_attempts (webhook_id, attempt, verdict, detail) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(webhook_id)
+    .bind(attempt)
+    .bind(verdict)
+    .bind(detail)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries SET retry_attempts = $2, retry_lease_until = NULL, \
+             next_retry_at = CASE WHEN verdict = ANY($4) THEN $3 END \
+         WHERE webhook_id = $1",
+    )
+    .bind(webhook_id)
+    .bind(attempt)
+    .bind(next_retry_at)
+    .bind(&RETRYABLE_VERDICTS[..])
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Gives up on a delivery: it becomes `dead`, listed for operators, and only
+/// a replay applies it.
+pub async fn mark_dead(pool: &PgPool, webhook_id: Uuid, reason: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET verdict = 'dead', reason = $2, next_retry_at = NULL, \
+             retry_lease_until = NULL, updated_at = now() \
+         WHERE webhook_id = $1",
+    )
+    .bind(webhook_id)
+    .bind(reason)
     .execute(pool)
     .await?;
     Ok(())

@@ -149,30 +149,46 @@ impl Intake {
             reason: None,
             recorded_at: Utc::now().trunc_subsecs(6),
         };
-        self.process(
-            webhook_id,
-            arrival.provider,
-            &delivery,
-            true,
-            &metadata,
-            false,
-        )
-        .await
+        let outcome = self
+            .process(
+                webhook_id,
+                arrival.provider,
+                &delivery,
+                Mode::Fresh,
+                &metadata,
+                false,
+            )
+            .await;
+        match outcome {
+            Ok(outcome) => Ok(outcome),
+            // The delivery is stored and due for an automatic retry, so the
+            // provider is told it arrived rather than asked to send it again.
+            Err(error) => {
+                tracing::error!(%webhook_id, provider = %arrival.provider, error = %error, "webhook stored but not processed; it will be retried");
+                Ok(Ok(Handled {
+                    webhook_id,
+                    verdict: "received".to_owned(),
+                    payout_id: None,
+                    events: Vec::new(),
+                    detail: Some("stored; processing failed and will be retried".to_owned()),
+                }))
+            }
+        }
     }
 
-    /// Verifies, parses and applies a stored delivery, and stores the verdict.
-    /// `fresh` is false for replays: the signature is checked but not the
-    /// timestamp or the nonce, and a refusal leaves the stored verdict alone.
-    /// With `dry_run` nothing is written.
+    /// Verifies, parses and applies a stored delivery, and stores the verdict
+    /// as `mode` allows. With `dry_run` nothing is written.
     async fn process(
         &self,
         webhook_id: Uuid,
         provider: Provider,
         delivery: &Delivery<'_>,
-        fresh: bool,
+        mode: Mode,
         metadata: &EventMetadata,
         dry_run: bool,
     ) -> Result<Result<Handled, Refusal>, ApiError> {
+        let fresh = mode == Mode::Fresh;
+        let records_refusal = mode != Mode::Replay;
         let adapter = adapter(provider);
         let pool = self.store.pool();
         let now = Utc::now().timestamp();
@@ -184,7 +200,7 @@ impl Intake {
                 tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook rejected");
                 // A replay that fails keeps the delivery's first verdict; the
                 // failure is recorded with the replay.
-                if fresh {
+                if records_refusal {
                     let update = VerdictUpdate {
                         verdict: "rejected",
                         reason: Some(&reason),
@@ -220,7 +236,7 @@ impl Intake {
             Err(error) => {
                 let reason = error.to_string();
                 tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook body is malformed");
-                if fresh {
+                if records_refusal {
                     let update = VerdictUpdate {
                         verdict: "malformed",
                         reason: Some(&reason),
@@ -244,7 +260,7 @@ impl Intake {
                 "callback URL belongs to payout {url_payout}, but the body names {body_payout}"
             );
             tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook rejected");
-            if fresh {
+            if records_refusal {
                 let update = VerdictUpdate {
                     verdict: "rejected",
                     reason: Some(&reason),
@@ -274,7 +290,7 @@ impl Intake {
 
         // A replay that finds the report already applied keeps the
         // delivery's first verdict, so `applied` stays searchable.
-        let keeps_first_verdict = !fresh && verdict == "duplicate";
+        let keeps_first_verdict = mode == Mode::Replay && verdict == "duplicate";
         if !dry_run && !keeps_first_verdict {
             let update = VerdictUpdate {
                 verdict: &verdict,
@@ -360,8 +376,7 @@ impl Intake {
             .await?;
             return Ok(Some(Err(Refusal::Malformed { webhook_id, reason })));
         };
-        let headers = row.header_pairs();
-        let path_token = momo_token_from_path(&row.path);
+        let (headers, path_token) = stored_request(&row);
         let delivery = Delivery {
             headers: &headers,
             body,
@@ -378,7 +393,14 @@ impl Intake {
         };
         tracing::info!(%webhook_id, actor = %actor.subject, dry_run, "replaying webhook");
         let outcome = self
-            .process(webhook_id, provider, &delivery, false, &metadata, dry_run)
+            .process(
+                webhook_id,
+                provider,
+                &delivery,
+                Mode::Replay,
+                &metadata,
+                dry_run,
+            )
             .await?;
 
         let (verdict, detail) = match &outcome {
@@ -402,6 +424,86 @@ impl Intake {
         .await?;
         Ok(Some(outcome))
     }
+}
+
+impl Intake {
+    /// Processes a stored delivery again after a transient failure (a
+    /// database error, an unconfirmed MoMo report, a payout not yet visible)
+    /// and stores the new verdict. Returns the verdict and its detail.
+    pub async fn retry(
+        &self,
+        webhook_id: Uuid,
+        attempt: i32,
+    ) -> Result<(String, Option<String>), ApiError> {
+        let Some(row) = webhooks::find(self.store.pool(), webhook_id).await? else {
+            return Err(ApiError::Internal(format!(
+                "delivery {webhook_id} disappeared"
+            )));
+        };
+        let provider: Provider = row.provider.parse().map_err(|_| {
+            ApiError::Internal(format!(
+                "delivery {webhook_id} has unknown provider {}",
+                row.provider
+            ))
+        })?;
+        let Some(body) = row.body.as_deref() else {
+            return Ok((
+                "malformed".to_owned(),
+                Some("no body was stored".to_owned()),
+            ));
+        };
+        let (headers, path_token) = stored_request(&row);
+        let delivery = Delivery {
+            headers: &headers,
+            body,
+            path_token: path_token.as_deref(),
+        };
+        let metadata = EventMetadata {
+            request_id: None,
+            actor: Some(Actor {
+                subject: format!("provider:{provider}"),
+                role: "provider".to_owned(),
+            }),
+            source: Source::Webhook,
+            idempotency_key: None,
+            webhook_id: Some(webhook_id.to_string()),
+            reason: Some(format!("automatic retry {attempt}")),
+            recorded_at: Utc::now().trunc_subsecs(6),
+        };
+        let outcome = self
+            .process(
+                webhook_id,
+                provider,
+                &delivery,
+                Mode::Retry,
+                &metadata,
+                false,
+            )
+            .await?;
+        Ok(match outcome {
+            Ok(handled) => (handled.verdict, handled.detail),
+            Err(Refusal::Rejected { reason, .. }) => ("rejected".to_owned(), Some(reason)),
+            Err(Refusal::Malformed { reason, .. }) => ("malformed".to_owned(), Some(reason)),
+        })
+    }
+}
+
+/// The stored headers of a delivery and its MoMo callback token, if any.
+fn stored_request(row: &webhooks::DeliveryRow) -> (Vec<(String, String)>, Option<String>) {
+    (row.header_pairs(), momo_token_from_path(&row.path))
+}
+
+/// How a delivery is being processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Just arrived: timestamp and nonce are checked, every verdict stored.
+    Fresh,
+    /// An operator's replay: the signature is checked but not the timestamp
+    /// or the nonce; a refusal or a duplicate leaves the stored verdict alone.
+    Replay,
+    /// An automatic retry of a delivery that could not be applied: like a
+    /// replay, but every verdict is stored.
+    Retry,
 }
 
 /// The callback token of a stored MoMo path `/v1/webhooks/momo/{token}`.

@@ -5,6 +5,7 @@ pub mod amount;
 pub mod confirm;
 pub mod intake;
 pub mod momo;
+pub mod retry;
 pub mod thunes;
 pub mod tmoney;
 

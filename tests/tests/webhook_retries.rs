@@ -1,0 +1,246 @@
+//! Automatic retries of stored webhook deliveries that could not be applied.
+
+use std::time::Duration;
+
+use nepxy_ledger::ids;
+use nepxy_tests::{TestApp, fast_retry_settings, payout_body, spawn_app, tmoney_report};
+use reqwest::StatusCode;
+
+/// Longest wait for the retry worker in these tests.
+const RETRY_WAIT: Duration = Duration::from_secs(20);
+
+async fn verdict(app: &TestApp, webhook_id: &str) -> String {
+    sqlx::query_scalar("SELECT verdict FROM webhook_deliveries WHERE webhook_id = $1::uuid")
+        .bind(webhook_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("stored delivery")
+}
+
+async fn wait_for_verdict(app: &TestApp, webhook_id: &str, expected: &str) -> String {
+    let deadline = tokio::time::Instant::now() + RETRY_WAIT;
+    loop {
+        let current = verdict(app, webhook_id).await;
+        if current == expected || tokio::time::Instant::now() >= deadline {
+            return current;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn succeeded_events(app: &TestApp, payout_id: &str) -> i64 {
+    app.count(&format!(
+        "SELECT count(*) FROM events WHERE aggregate_id = '{payout_id}' AND event_type = 'PayoutSucceeded'"
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn orphan_applied_when_payout_appears() {
+    let app = spawn_app().await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let payout_id = ids::payout_id(client.client_id, "late-payout").to_string();
+
+    let reply = app
+        .send_tmoney(&tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF"))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    assert_eq!(reply.body["verdict"], "orphan");
+    let webhook_id = reply.body["webhook_id"]
+        .as_str()
+        .expect("webhook id")
+        .to_owned();
+    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
+        .bind(&webhook_id)
+        .execute(&app.pool)
+        .await
+        .expect("make the retry due now");
+
+    let created = app
+        .post_payout(&client, "late-payout", &payout_body(1_000, "tmoney"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let _retries = app.start_webhook_retries(fast_retry_settings(5));
+
+    assert_eq!(
+        wait_for_verdict(&app, &webhook_id, "applied").await,
+        "applied"
+    );
+    let payout = app
+        .get(&format!("/v1/payouts/{payout_id}"), &client.token)
+        .await;
+    assert_eq!(payout.body["status"], "succeeded", "{:?}", payout.body);
+    assert_eq!(succeeded_events(&app, &payout_id).await, 1, "applied once");
+    let attempts = app
+        .count(&format!(
+            "SELECT count(*) FROM webhook_retry_attempts WHERE webhook_id = '{webhook_id}'"
+        ))
+        .await;
+    assert!(attempts >= 1, "the retry is recorded");
+}
+
+#[tokio::test]
+async fn database_failure_retried_and_applied_once() {
+    let app = spawn_app().await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let payout_id = app
+        .post_payout(&client, "db-failure", &payout_body(1_000, "tmoney"))
+        .await
+        .body["id"]
+        .as_str()
+        .expect("payout id")
+        .to_owned();
+
+    // A trigger makes every event insert fail, as a database fault would.
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_event_insert() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'simulated database failure'; END; $$; \
+         CREATE TRIGGER fail_event_insert BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION fail_event_insert();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("install the failing trigger");
+
+    let reply = app
+        .send_tmoney(&tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF"))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::ACCEPTED,
+        "stored and left for a retry: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["verdict"], "received");
+    let webhook_id = reply.body["webhook_id"]
+        .as_str()
+        .expect("webhook id")
+        .to_owned();
+    assert_eq!(
+        succeeded_events(&app, &payout_id).await,
+        0,
+        "nothing applied while failing"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER fail_event_insert ON events; DROP FUNCTION fail_event_insert();")
+        .execute(&app.pool)
+        .await
+        .expect("remove the failing trigger");
+    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
+        .bind(&webhook_id)
+        .execute(&app.pool)
+        .await
+        .expect("make the retry due now");
+    let _retries = app.start_webhook_retries(fast_retry_settings(5));
+
+    assert_eq!(
+        wait_for_verdict(&app, &webhook_id, "applied").await,
+        "applied"
+    );
+    assert_eq!(
+        succeeded_events(&app, &payout_id).await,
+        1,
+        "applied exactly once"
+    );
+    let (available, held) = app.balance_of(&client, client.client_id, "XOF").await;
+    assert_eq!((available, held), (9_000, 0), "settled once");
+}
+
+#[tokio::test]
+async fn delivery_past_cap_is_dead_and_replayable() {
+    let app = spawn_app().await;
+    let (admin, client) = app.funded_client(10_000, "XOF").await;
+    let operator = app.create_client(&admin, "operator").await;
+    let payout_id = ids::payout_id(client.client_id, "never-in-time").to_string();
+
+    let reply = app
+        .send_tmoney(&tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF"))
+        .await;
+    assert_eq!(reply.body["verdict"], "orphan", "{:?}", reply.body);
+    let webhook_id = reply.body["webhook_id"]
+        .as_str()
+        .expect("webhook id")
+        .to_owned();
+    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
+        .bind(&webhook_id)
+        .execute(&app.pool)
+        .await
+        .expect("make the retry due now");
+
+    let retries = app.start_webhook_retries(fast_retry_settings(2));
+    assert_eq!(wait_for_verdict(&app, &webhook_id, "dead").await, "dead");
+    drop(retries);
+    let attempts = app
+        .count(&format!(
+            "SELECT count(*) FROM webhook_retry_attempts WHERE webhook_id = '{webhook_id}'"
+        ))
+        .await;
+    assert_eq!(attempts, 2, "two retries before giving up");
+
+    let dead = app.get("/v1/webhooks?verdict=dead", &operator.token).await;
+    assert_eq!(dead.status, StatusCode::OK, "{:?}", dead.body);
+    let listed: Vec<&str> = dead.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|item| item["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![webhook_id.as_str()],
+        "the dead delivery is listed"
+    );
+
+    let created = app
+        .post_payout(&client, "never-in-time", &payout_body(1_000, "tmoney"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let replayed = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/webhooks/{webhook_id}/replay"),
+            Some(&operator.token),
+            &[],
+            Some(&serde_json::json!({ "reason": "payout created after the retries ran out" })),
+        )
+        .await;
+    assert_eq!(replayed.status, StatusCode::OK, "{:?}", replayed.body);
+    assert_eq!(replayed.body["verdict"], "applied");
+    assert_eq!(
+        succeeded_events(&app, &payout_id).await,
+        1,
+        "applied once by the replay"
+    );
+}
+
+#[tokio::test]
+async fn rejected_signature_never_retried() {
+    let app = spawn_app().await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let payout_id = app
+        .post_payout(&client, "forged", &payout_body(1_000, "tmoney"))
+        .await
+        .body["id"]
+        .as_str()
+        .expect("payout id")
+        .to_owned();
+    let body = tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF");
+    let mut headers = nepxy_tests::tmoney_headers(body.as_bytes());
+    for (name, value) in &mut headers {
+        if name == "x-signature" {
+            *value = "0".repeat(64);
+        }
+    }
+    let reply = app
+        .send_webhook("/v1/webhooks/tmoney", &headers, body.into_bytes())
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+
+    let due: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT next_retry_at FROM webhook_deliveries WHERE verdict = 'rejected'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("rejected delivery stored");
+    assert!(due.is_none(), "a rejected delivery has no retry scheduled");
+}
