@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::request_id;
-use crate::routes::{accounts, admin, auth, health, payouts, webhooks};
+use crate::routes::{accounts, admin, audit, auth, health, payouts, webhooks};
 use crate::state::AppState;
 
 /// Longest wait for a pooled database connection before a request fails
@@ -32,6 +32,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/accounts/{client_id}/balance", get(accounts::balance))
         .route("/v1/payouts", post(payouts::create).get(payouts::list))
         .route("/v1/payouts/{id}", get(payouts::get))
+        .route("/v1/audit/events", get(audit::events))
+        .route("/v1/audit/payouts/{id}/history", get(audit::payout_history))
         .route("/v1/webhooks", get(webhooks::list))
         // POST takes a provider name, GET a stored delivery's id.
         .route(

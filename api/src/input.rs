@@ -111,6 +111,18 @@ pub fn text(
     Ok(Some(trimmed.to_owned()))
 }
 
+/// Parses an RFC 3339 time such as `2026-01-31T12:00:00Z`.
+pub fn time(raw: &str, field: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            ApiError::validation(
+                field,
+                format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
+            )
+        })
+}
+
 pub fn recipient_name(raw: Option<String>) -> Result<Option<String>, ApiError> {
     text(raw, MAX_NAME_CHARS, "recipient.name")
 }

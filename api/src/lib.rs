@@ -18,6 +18,7 @@ pub mod cursor;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod history;
 pub mod input;
 pub mod providers;
 pub mod request_id;

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use serde::Deserialize;
@@ -11,8 +11,10 @@ use crate::commands::IdempotentRequest;
 use crate::commands::deposits;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyKey, JsonBody};
+use crate::history;
 use crate::input;
 use crate::request_id;
+use crate::routes::payouts::AsOfQuery;
 use crate::state::AppState;
 use crate::store::clients;
 
@@ -65,8 +67,11 @@ pub async fn balance(
     State(state): State<AppState>,
     principal: Principal,
     Path(client_id): Path<String>,
+    query: Result<Query<AsOfQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&[Role::Client, Role::Auditor, Role::Admin])?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::validation("query", rejection.body_text()))?;
     let client_id = parse_client_id(&client_id)?;
     // A client asking for another client's balance learns nothing, not even
     // that the client exists.
@@ -76,14 +81,25 @@ pub async fn balance(
     if clients::find(&state.pool, client_id).await?.is_none() {
         return Err(ApiError::not_found(format!("client {client_id} not found")));
     }
-    let rows = nepxy_projections::queries::balances(&state.pool, client_id).await?;
+    // With `as_of` the balances are rebuilt from the wallet events recorded
+    // up to that moment; otherwise they come from the read model.
+    let rows: Vec<(String, i64, i64)> = match query.as_of.as_deref() {
+        Some(raw) => {
+            history::balances_as_of(&state.pool, client_id, input::time(raw, "as_of")?).await?
+        }
+        None => nepxy_projections::queries::balances(&state.pool, client_id)
+            .await?
+            .into_iter()
+            .map(|row| (row.currency, row.available_minor, row.held_minor))
+            .collect(),
+    };
     let balances: Vec<Value> = rows
         .iter()
-        .map(|row| {
+        .map(|(currency, available, held)| {
             json!({
-                "currency": row.currency,
-                "available": row.available_minor,
-                "held": row.held_minor,
+                "currency": currency,
+                "available": available,
+                "held": held,
             })
         })
         .collect();

@@ -14,6 +14,7 @@ use crate::commands::payouts::{self, NewPayout, payout_row_json};
 use crate::cursor;
 use crate::error::ApiError;
 use crate::extract::{IdempotencyKey, JsonBody};
+use crate::history;
 use crate::input;
 use crate::request_id;
 use crate::state::AppState;
@@ -91,12 +92,17 @@ pub async fn create(
 }
 
 /// GET /v1/payouts/{id}
+/// GET /v1/payouts/{id}; with `?as_of=` (RFC 3339) the payout as it was then,
+/// rebuilt from its events.
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
     Path(raw_id): Path<String>,
+    query: Result<Query<AsOfQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&[Role::Client, Role::Auditor, Role::Admin])?;
+    let Query(query) =
+        query.map_err(|rejection| ApiError::validation("query", rejection.body_text()))?;
     let not_found = || ApiError::not_found(format!("payout {raw_id:?} not found"));
     let payout_id = Uuid::parse_str(&raw_id).map_err(|_| not_found())?;
     let row = queries::payout(&state.pool, payout_id)
@@ -107,7 +113,29 @@ pub async fn get(
     if principal.role == Role::Client && row.client_id != principal.client_id {
         return Err(not_found());
     }
-    Ok(Json(payout_row_json(&row)))
+    let Some(as_of) = query
+        .as_of
+        .as_deref()
+        .map(|raw| input::time(raw, "as_of"))
+        .transpose()?
+    else {
+        return Ok(Json(payout_row_json(&row)));
+    };
+    let (past, updated_at) = history::payout_as_of(&state.pool, payout_id, as_of)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "payout {payout_id} did not exist at {}",
+                as_of.to_rfc3339()
+            ))
+        })?;
+    Ok(Json(payouts::payout_json(&past, updated_at)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfQuery {
+    pub as_of: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
 use nepxy_ledger::Provider;
 use nepxy_ledger::metadata::Actor;
 use serde::Deserialize;
@@ -210,12 +209,12 @@ pub async fn list(
         received_from: query
             .from
             .as_deref()
-            .map(|raw| parse_time(raw, "from"))
+            .map(|raw| input::time(raw, "from"))
             .transpose()?,
         received_before: query
             .to
             .as_deref()
-            .map(|raw| parse_time(raw, "to"))
+            .map(|raw| input::time(raw, "to"))
             .transpose()?,
         after: query
             .cursor
@@ -316,15 +315,4 @@ pub fn delivery_json(row: &DeliveryRow) -> Value {
         "report": row.report,
         "updated_at": row.updated_at,
     })
-}
-
-fn parse_time(raw: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|time| time.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::validation(
-                field,
-                format!("{field} must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"),
-            )
-        })
 }

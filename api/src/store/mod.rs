@@ -1,5 +1,6 @@
 //! PostgreSQL persistence: the event store, clients and idempotency records.
 
+pub mod audit;
 pub mod clients;
 pub mod dispatch;
 pub mod events;
