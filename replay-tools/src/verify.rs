@@ -1,12 +1,40 @@
 //! `nepxy-replay verify`: double-entry checks over the read models.
 
 use nepxy_projections::queries;
+
+use crate::chain;
 use sqlx::PgPool;
 
 /// Runs every check, prints one line per finding, and returns whether all
 /// checks passed.
 pub async fn run(pool: &PgPool) -> anyhow::Result<bool> {
     let mut clean = true;
+
+    let (chained, broken) = chain::verify_chains(pool).await?;
+    match broken {
+        Some(link) => {
+            clean = false;
+            println!(
+                "FAIL first broken link: aggregate {} {} sequence {}: {}",
+                link.aggregate_type, link.aggregate_id, link.sequence, link.reason
+            );
+        }
+        None => println!("checked the hash chains of {chained} events"),
+    }
+
+    let key = std::env::var("CHECKPOINT_KEY")
+        .ok()
+        .filter(|key| !key.is_empty());
+    let (checkpoints, problems) =
+        chain::verify_checkpoints(pool, key.as_deref().map(str::as_bytes)).await?;
+    for problem in &problems {
+        clean = false;
+        println!("FAIL {problem}");
+    }
+    if key.is_none() && checkpoints > 0 {
+        println!("note: CHECKPOINT_KEY is not set, so checkpoint signatures were not checked");
+    }
+    println!("checked {checkpoints} checkpoints");
 
     let imbalances = queries::journal_imbalance(pool).await?;
     for (currency, imbalance) in &imbalances {

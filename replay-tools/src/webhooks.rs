@@ -140,6 +140,8 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<bool> {
         store: Store::new(pool.clone()),
         secrets: WebhookSecrets::from_env()?,
         momo_status,
+        // An operator's replay runs whatever the server's maintenance mode.
+        maintenance: Default::default(),
     };
     let actor = Actor {
         subject: format!("cli:{}", args.actor),
