@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sqlx::postgres::PgPoolOptions;
 
 mod chain;
+mod export;
 mod verify;
 mod webhooks;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Sign a checkpoint of every aggregate's last event hash with
     /// CHECKPOINT_KEY; run it periodically, e.g. hourly from a scheduler.
     Checkpoint,
+    /// Write the event history as NDJSON (one event per line, with its chain
+    /// hash) to stdout, for a time range or one aggregate.
+    Export(export::ExportArgs),
     /// Stored provider webhooks: list, show, replay.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -68,6 +72,7 @@ async fn main() -> ExitCode {
         Command::Verify => verify::run(&pool).await,
         Command::Webhooks(command) => webhooks::run(&pool, command).await,
         Command::Checkpoint => checkpoint(&pool).await,
+        Command::Export(args) => export::run(&pool, args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

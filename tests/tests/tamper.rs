@@ -151,3 +151,44 @@ async fn deleted_event_breaks_chain() {
         "the gap is named at the next event: {text}"
     );
 }
+
+#[tokio::test]
+async fn export_streams_events_with_hashes() {
+    let (app, payout_id) = app_with_history().await;
+    let all = replay_tool(&app, &["export"]);
+    assert!(
+        all.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout(&all)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON event"))
+        .collect();
+    assert_eq!(lines.len(), 7, "every event exported");
+
+    let stored: String = sqlx::query_scalar(
+        "SELECT encode(chain_hash, 'hex') FROM events WHERE aggregate_type = 'Payout' AND aggregate_id = $1",
+    )
+    .bind(&payout_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("stored hash");
+    let one = replay_tool(
+        &app,
+        &[
+            "export",
+            "--aggregate-type",
+            "Payout",
+            "--aggregate-id",
+            &payout_id,
+        ],
+    );
+    let lines: Vec<serde_json::Value> = stdout(&one)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one aggregate's events");
+    assert_eq!(lines[0]["chain_hash"], stored, "the chain hash is exported");
+    assert_eq!(lines[0]["event_type"], "PayoutRequested");
+}

@@ -108,7 +108,7 @@ pub async fn payout_history(
     })))
 }
 
-fn event_json(event: &AuditEvent) -> Value {
+pub fn event_json(event: &AuditEvent) -> Value {
     json!({
         "position": encode_position(event.position),
         "global_position": event.position.global_position,
@@ -120,6 +120,7 @@ fn event_json(event: &AuditEvent) -> Value {
         "payload": event.payload,
         "metadata": event.metadata,
         "recorded_at": event.recorded_at,
+        "chain_hash": hex::encode(&event.chain_hash),
     })
 }
 

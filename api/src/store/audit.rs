@@ -39,6 +39,7 @@ struct EventRowRaw {
     payload: Value,
     metadata: Value,
     recorded_at: DateTime<Utc>,
+    chain_hash: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct AuditEvent {
     pub payload: Value,
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
+    /// SHA-256 link to the previous event of the aggregate.
+    pub chain_hash: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,7 +81,7 @@ pub async fn events(pool: &PgPool, filter: &EventFilter) -> Result<Vec<AuditEven
     let rows = sqlx::query_as::<_, EventRowRaw>(
         "SELECT transaction_id::text AS transaction_id, global_position, aggregate_type, aggregate_id, \
                 sequence, event_type, event_version, payload::jsonb AS payload, metadata::jsonb AS metadata, \
-                recorded_at \
+                recorded_at, chain_hash \
          FROM events \
          WHERE (transaction_id, global_position) > ($1::xid8, $2) \
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -147,7 +150,7 @@ pub async fn payout_events(
     let rows = sqlx::query_as::<_, EventRowRaw>(
         "SELECT e.transaction_id::text AS transaction_id, e.global_position, e.aggregate_type, e.aggregate_id, \
                 e.sequence, e.event_type, e.event_version, e.payload::jsonb AS payload, \
-                e.metadata::jsonb AS metadata, e.recorded_at \
+                e.metadata::jsonb AS metadata, e.recorded_at, e.chain_hash \
          FROM event_history h \
          JOIN events e USING (aggregate_type, aggregate_id, sequence) \
          WHERE h.payout_id = $1 \
@@ -179,5 +182,6 @@ fn into_event(row: EventRowRaw) -> Result<AuditEvent, StoreError> {
         payload: row.payload,
         metadata: row.metadata,
         recorded_at: row.recorded_at,
+        chain_hash: row.chain_hash,
     })
 }
