@@ -6,6 +6,7 @@
 //! [`queries`] reads those tables for the API.
 
 pub mod queries;
+pub mod rebuild;
 pub mod record;
 pub mod views;
 

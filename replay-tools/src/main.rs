@@ -7,6 +7,7 @@ use sqlx::postgres::PgPoolOptions;
 
 mod chain;
 mod export;
+mod rebuild;
 mod verify;
 mod webhooks;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Write the event history as NDJSON (one event per line, with its chain
     /// hash) to stdout, for a time range or one aggregate.
     Export(export::ExportArgs),
+    /// Replay every event into shadow read models, optionally compare them
+    /// with the live ones (--verify) and swap them in (--swap).
+    Rebuild(rebuild::RebuildArgs),
     /// Stored provider webhooks: list, show, replay.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Webhooks(command) => webhooks::run(&pool, command).await,
         Command::Checkpoint => checkpoint(&pool).await,
         Command::Export(args) => export::run(&pool, args).await,
+        Command::Rebuild(args) => rebuild::run(&pool, args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
