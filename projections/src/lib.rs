@@ -5,6 +5,8 @@
 //! (aggregate id, sequence), so applying an event twice changes nothing.
 //! [`queries`] reads those tables for the API.
 
+pub mod catchup;
+pub mod feed;
 pub mod queries;
 pub mod rebuild;
 pub mod record;

@@ -34,13 +34,13 @@ const PAGE_SIZE: i64 = 2_000;
 pub const MAX_DIFFERENCES_SHOWN: i64 = 20;
 
 #[derive(FromRow)]
-struct StoredEvent {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    payload: String,
-    metadata: String,
-    recorded_at: DateTime<Utc>,
+pub(crate) struct StoredEvent {
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: i64,
+    pub(crate) payload: String,
+    pub(crate) metadata: String,
+    pub(crate) recorded_at: DateTime<Utc>,
 }
 
 /// One table's differences between the live and the rebuilt rows.
@@ -97,7 +97,11 @@ async fn create_shadow(conn: &mut PgConnection, tables: &[&str]) -> Result<(), P
 }
 
 /// Applies one stored event to the tables `conn`'s search path names.
-async fn project(conn: &mut PgConnection, event: StoredEvent) -> Result<bool, ProjectionError> {
+/// Returns false for aggregates without read models.
+pub(crate) async fn project(
+    conn: &mut PgConnection,
+    event: StoredEvent,
+) -> Result<bool, ProjectionError> {
     let metadata: EventMetadata = serde_json::from_str(&event.metadata).map_err(|error| {
         ProjectionError::Corrupt(format!(
             "metadata of {} {} {}: {error}",
