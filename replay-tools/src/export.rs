@@ -11,6 +11,8 @@ use sqlx::PgPool;
 
 /// Events read per query.
 const PAGE_SIZE: i64 = 1_000;
+/// Longest wait for transactions that began before the export to end.
+const HORIZON_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -39,21 +41,47 @@ pub async fn run(pool: &PgPool, args: ExportArgs) -> anyhow::Result<bool> {
         after: None,
         limit: PAGE_SIZE,
     };
+    // The feed holds back events of transactions that may still run. The
+    // export covers every transaction that started before it, so it keeps
+    // reading until the feed's horizon has passed all of them.
+    let started_before: String =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+            .fetch_one(pool)
+            .await?;
+    let deadline = std::time::Instant::now() + HORIZON_WAIT;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut exported = 0_u64;
     loop {
+        // Checked before the read, so once it holds, this read sees every
+        // event of the transactions that began before the export.
+        let horizon_passed: bool =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8")
+                .bind(&started_before)
+                .fetch_one(pool)
+                .await?;
         let page = audit::events(pool, &filter).await?;
         for event in &page {
             serde_json::to_writer(&mut out, &event_json(event))?;
             out.write_all(b"\n")?;
         }
         exported += page.len() as u64;
-        let full = page.len() as i64 == PAGE_SIZE;
-        match page.last() {
-            Some(last) if full => filter.after = Some(last.position),
-            _ => break,
+        if let Some(last) = page.last() {
+            filter.after = Some(last.position);
         }
+        if page.len() as i64 == PAGE_SIZE {
+            continue;
+        }
+        if horizon_passed {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "a transaction older than the export is still running after {} s; the export stopped after {exported} events",
+                HORIZON_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     out.flush()?;
     eprintln!("exported {exported} events");

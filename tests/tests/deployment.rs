@@ -326,7 +326,7 @@ fn fly_env_is_valid_server_config() {
     );
     assert_eq!(
         config.log_format,
-        LogFormat::Json,
+        LogFormat::Text,
         "fly.toml: env.LOG_FORMAT as the server reads it"
     );
     assert_eq!(
