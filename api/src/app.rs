@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::controls::{cors, debug, maintenance, staging_gate};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::request_id;
-use crate::routes::{accounts, admin, audit, auth, health, payouts, webhooks};
+use crate::routes::{accounts, admin, audit, auth, health, notifications, payouts, webhooks};
 use crate::state::AppState;
 
 /// Longest wait for a pooled database connection before a request fails
@@ -23,6 +24,7 @@ const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds the router; tests call it without a socket.
 pub fn router(state: AppState) -> Router {
+    staging_gate::warn_if_ignored(&state.config);
     Router::new()
         .route("/health", get(health::health))
         .route("/v1/admin/bootstrap", post(admin::bootstrap))
@@ -45,10 +47,42 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/momo/{callback_token}",
             post(webhooks::receive_momo).put(webhooks::receive_momo),
         )
+        .route(
+            "/v1/notification-endpoints",
+            post(notifications::create_endpoint).get(notifications::list_endpoints),
+        )
+        .route(
+            "/v1/notification-endpoints/{id}",
+            delete(notifications::delete_endpoint),
+        )
+        .route(
+            "/v1/notification-endpoints/{id}/rotate-secret",
+            post(notifications::rotate_secret),
+        )
+        .route("/v1/notifications", get(notifications::list_notifications))
+        .route(
+            "/v1/notifications/{id}/redeliver",
+            post(notifications::redeliver),
+        )
+        .merge(debug::routes(&state.config))
         .route_layer(axum::middleware::from_fn(request_id::record_route))
         .fallback(|| async { ApiError::not_found("no route for this path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Each layer wraps those above it: CORS responds to preflights before
+        // the staging gate sees them, and the gate runs before maintenance mode.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            maintenance::reject_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            staging_gate::require_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::apply,
+        ))
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
@@ -64,7 +98,11 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
 
 /// Applies the migrations that the database does not have yet.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../migrations").run(pool).await
+    let mut migrator = sqlx::migrate!("../migrations");
+    // A rolled-back release runs the previous binary against a database that
+    // already has the newer migrations; it must start, not refuse them.
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 /// Serves until `shutdown` completes, then finishes the requests in flight.

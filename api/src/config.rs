@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use nepxy_ledger::Provider;
 
+use crate::controls::ControlsConfig;
 use crate::providers::config::ProvidersConfig;
 use crate::webhooks::Secrets;
 
@@ -18,6 +19,12 @@ const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
 /// Default ceiling of one payout or deposit: 1,000,000,000 minor units
 /// (one billion XOF, or ten million EUR).
 const DEFAULT_MAX_AMOUNT_MINOR: i64 = 1_000_000_000;
+/// Default time during which a rotated notification secret still signs,
+/// next to the new one: one day for receivers to switch.
+const DEFAULT_NOTIFICATION_SECRET_ROTATION_SECONDS: u64 = 24 * 60 * 60;
+/// Upper bound of NOTIFICATION_SECRET_ROTATION_SECONDS: a replaced secret
+/// must stop signing within a week.
+const MAX_NOTIFICATION_SECRET_ROTATION_SECONDS: u64 = 7 * 24 * 60 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -123,6 +130,13 @@ pub struct Config {
     /// Whether `serve` also runs the dispatcher (DISPATCHER=off turns it off
     /// for deployments that run `nepxy-api dispatch` as its own process).
     pub dispatcher_in_process: bool,
+    /// CORS, debug routes, the staging gate and maintenance mode.
+    pub controls: ControlsConfig,
+    /// Whether `serve` runs the notification delivery worker
+    /// (NOTIFICATIONS=off turns it off).
+    pub notifications_in_process: bool,
+    /// How long a rotated notification secret still signs deliveries.
+    pub notification_secret_rotation: Duration,
 }
 
 /// Every problem found in the environment, each naming its variable and
@@ -221,6 +235,10 @@ impl Config {
 
         let webhook_secrets = WebhookSecrets::from_lookup(&get, &mut problems);
         let providers = ProvidersConfig::from_lookup(&get, app_env, &mut problems);
+        let controls = ControlsConfig::from_lookup(&get, app_env, &mut problems);
+        if app_env == AppEnv::Prod {
+            crate::controls::prod_config::check(&get, &providers, &controls, &mut problems);
+        }
         let dispatcher_in_process = match get("DISPATCHER").as_deref() {
             None | Some("on") => true,
             Some("off") => false,
@@ -229,6 +247,26 @@ impl Config {
                 true
             }
         };
+
+        let notifications_in_process = match get("NOTIFICATIONS").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(_) => {
+                problems.push("NOTIFICATIONS must be on or off".to_owned());
+                true
+            }
+        };
+        let rotation_seconds = parse_number(
+            &get,
+            "NOTIFICATION_SECRET_ROTATION_SECONDS",
+            DEFAULT_NOTIFICATION_SECRET_ROTATION_SECONDS,
+            &mut problems,
+        );
+        if rotation_seconds > MAX_NOTIFICATION_SECRET_ROTATION_SECONDS {
+            problems.push(format!(
+                "NOTIFICATION_SECRET_ROTATION_SECONDS must be between 0 and {MAX_NOTIFICATION_SECRET_ROTATION_SECONDS}"
+            ));
+        }
 
         if !problems.is_empty() {
             return Err(ConfigError { problems });
@@ -245,6 +283,9 @@ impl Config {
             webhook_secrets,
             providers,
             dispatcher_in_process,
+            controls,
+            notifications_in_process,
+            notification_secret_rotation: Duration::from_secs(rotation_seconds),
         })
     }
 }

@@ -9,6 +9,8 @@ use crate::store::StoreError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_UNAVAILABLE_SECONDS: u32 = 5;
+/// Seconds a client should wait before retrying a write during maintenance.
+const RETRY_AFTER_MAINTENANCE_SECONDS: u32 = 120;
 /// Seconds a client should wait before retrying a payout to a disabled
 /// provider; switching a provider back on takes an operator.
 const RETRY_AFTER_PROVIDER_DISABLED_SECONDS: u32 = 300;
@@ -46,6 +48,9 @@ pub enum ApiError {
     Unavailable { detail: String },
     #[error("payouts through {provider} are switched off; retry later or use another provider")]
     ProviderDisabled { provider: nepxy_ledger::Provider },
+    /// MAINTENANCE_MODE is on and the request would write.
+    #[error("the service is in maintenance and writes are paused; retry later")]
+    Maintenance,
     /// An unexpected failure; the detail goes to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -96,9 +101,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } | ApiError::ProviderDisabled { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable { .. }
+            | ApiError::ProviderDisabled { .. }
+            | ApiError::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +124,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => "/problems/unsupported-media-type",
             ApiError::Unavailable { .. } => "/problems/service-unavailable",
             ApiError::ProviderDisabled { .. } => "/problems/provider-disabled",
+            ApiError::Maintenance => "/problems/maintenance",
             ApiError::Internal(_) => "/problems/internal-error",
         }
     }
@@ -138,6 +144,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => "Unsupported media type",
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::ProviderDisabled { .. } => "Provider disabled",
+            ApiError::Maintenance => "Maintenance",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -203,6 +210,12 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(RETRY_AFTER_PROVIDER_DISABLED_SECONDS),
+                );
+            }
+            ApiError::Maintenance => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER_MAINTENANCE_SECONDS),
                 );
             }
             _ => {}

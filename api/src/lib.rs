@@ -8,18 +8,22 @@
 //! - [`store`] is the PostgreSQL persistence: events, clients, idempotency;
 //! - [`dispatch`] sends accepted payouts to [`providers`] and polls them;
 //! - [`webhooks`] verifies, stores and applies provider webhooks;
+//! - [`notifications`] sends clients signed notifications of final payout
+//!   statuses;
 //! - [`error`] maps every failure to an RFC 9457 problem in one place.
 
 pub mod app;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod controls;
 pub mod cursor;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod history;
 pub mod input;
+pub mod notifications;
 pub mod providers;
 pub mod request_id;
 pub mod routes;

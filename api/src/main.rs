@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nepxy_api::dispatch::Settings;
+use nepxy_api::notifications::{Notifier, Settings as NotifierSettings};
 use nepxy_api::webhooks::retry::{RetryWorker, Settings as RetrySettings};
 use nepxy_api::{AppState, Config, telemetry};
 use sqlx::PgPool;
@@ -89,6 +90,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let _ = dispatcher_stopped.await;
         }))
     });
+    let (stop_notifier, notifier_stopped) = tokio::sync::oneshot::channel::<()>();
+    let notifier = if state.config.notifications_in_process {
+        let notifier = Notifier::new(
+            state.pool.clone(),
+            state.config.app_env,
+            NotifierSettings::default(),
+        )?;
+        Some(tokio::spawn(notifier.run(async move {
+            let _ = notifier_stopped.await;
+        })))
+    } else {
+        None
+    };
     // Stored webhook deliveries that could not be applied are retried here.
     let (stop_retries, retries_stopped) = tokio::sync::oneshot::channel::<()>();
     let retries = tokio::spawn(
@@ -102,9 +116,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     );
     nepxy_api::serve(listener, state, shutdown_signal()).await?;
     drop(stop_dispatcher);
+    drop(stop_notifier);
     drop(stop_retries);
     if let Some(dispatcher) = dispatcher {
         let _ = dispatcher.await;
+    }
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
     }
     let _ = retries.await;
     tracing::info!("nepxy-api stopped");

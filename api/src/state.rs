@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::controls::maintenance::MaintenanceSwitch;
 use crate::dispatch::ProviderSwitches;
 use crate::providers::momo::MomoClient;
 use crate::store::Store;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub switches: ProviderSwitches,
     /// Wakes the in-process dispatcher when a payout is accepted.
     pub dispatch_wake: Arc<Notify>,
+    /// Maintenance mode, shared with `intake`; starts from MAINTENANCE_MODE.
+    pub maintenance: MaintenanceSwitch,
 }
 
 impl AppState {
@@ -45,13 +48,16 @@ impl AppState {
             }
             None => Arc::new(NotConfigured),
         };
+        let maintenance = MaintenanceSwitch::new(config.controls.maintenance_mode);
         Ok(AppState {
             tokens: Tokens::new(config.jwt.clone())?,
             intake: Intake {
                 store: store.clone(),
                 secrets: config.webhook_secrets.clone(),
                 momo_status,
+                maintenance: maintenance.clone(),
             },
+            maintenance,
             store,
             switches: ProviderSwitches::new(config.providers.disabled.clone()),
             dispatch_wake: Arc::new(Notify::new()),

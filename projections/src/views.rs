@@ -277,6 +277,32 @@ impl Projected for Payout {
         if let Some(state) = dispatch_state {
             set_dispatch_state(conn, payout_id, state).await?;
         }
+        let notification_type = match &record.event {
+            PayoutEvent::PayoutSucceeded { .. } => Some("payout.succeeded"),
+            PayoutEvent::PayoutFailed { .. } => Some("payout.failed"),
+            PayoutEvent::PayoutReversed { .. } => Some("payout.reversed"),
+            _ => None,
+        };
+        if let Some(notification_type) = notification_type {
+            // The notification outbox commits with the event. It gets one row
+            // per endpoint that the payout's client registered before the
+            // event, with the payout as the update above left it.
+            sqlx::query(
+                "INSERT INTO notifications (notification_id, endpoint_id, client_id, payout_id, \
+                     event_type, payout, retry_window_start, next_attempt_at, created_at, updated_at) \
+                 SELECT gen_random_uuid(), e.endpoint_id, e.client_id, p.payout_id, \
+                     $2, to_jsonb(p), $3, $3, $3, $3 \
+                 FROM payouts p JOIN notification_endpoints e ON e.client_id = p.client_id \
+                 WHERE p.payout_id = $1 AND e.deleted_at IS NULL AND e.disabled_at IS NULL \
+                   AND e.created_at <= $3 \
+                 ON CONFLICT (endpoint_id, payout_id, event_type) DO NOTHING",
+            )
+            .bind(payout_id)
+            .bind(notification_type)
+            .bind(record.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+        }
         record_history(conn, record, Some(payout_id), client_id).await
     }
 }

@@ -140,7 +140,8 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<bool> {
         store: Store::new(pool.clone()),
         secrets: WebhookSecrets::from_env()?,
         momo_status,
-        // An operator's replay runs whatever the server's maintenance mode.
+        // Replays from the command line run even while the server is in
+        // maintenance.
         maintenance: Default::default(),
     };
     let actor = Actor {

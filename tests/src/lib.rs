@@ -1111,3 +1111,71 @@ impl TestApp {
         stop
     }
 }
+
+// Status notifications to clients.
+
+/// Notification worker settings for tests: retries come within a few hundred
+/// milliseconds, and a notification is retried for at most 30 s.
+pub fn fast_notification_settings() -> nepxy_api::notifications::Settings {
+    nepxy_api::notifications::Settings {
+        batch_size: 16,
+        lease: Duration::from_secs(30),
+        idle_wait: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(5),
+        first_retry_delay: Duration::from_millis(100),
+        max_retry_delay: Duration::from_millis(400),
+        retry_window: Duration::from_secs(30),
+    }
+}
+
+impl TestApp {
+    /// Starts the notification delivery worker in the background with
+    /// `settings`; it stops when the returned sender is dropped.
+    pub fn start_notifier(
+        &self,
+        settings: nepxy_api::notifications::Settings,
+    ) -> oneshot::Sender<()> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let notifier = nepxy_api::notifications::Notifier::new(
+            self.pool.clone(),
+            self.state.config.app_env,
+            settings,
+        )
+        .expect("notification HTTP client");
+        tokio::spawn(notifier.run(async move {
+            let _ = stopped.await;
+        }));
+        stop
+    }
+}
+
+/// Starts the router on 127.0.0.1:0 against an existing database, as a
+/// restarted instance would: nothing is created or migrated.
+pub async fn spawn_app_on(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let config = test_config(database_url, extra);
+    let pool = nepxy_api::connect(&config)
+        .await
+        .expect("connect existing test database");
+    let state = AppState::new(config, pool.clone()).expect("state");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let address = listener.local_addr().expect("local address");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let switches = state.switches.clone();
+    tokio::spawn(nepxy_api::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        switches,
+        state,
+        base_url: format!("http://{address}"),
+        database_url: database_url.to_owned(),
+        pool,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        shutdown: Some(shutdown),
+    }
+}

@@ -32,7 +32,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": if database_ok { "ok" } else { "unavailable" },
         "database": if database_ok { "ok" } else { "unavailable" },
-        "maintenance": false,
+        "maintenance": state.maintenance.is_on(),
         "disabled_providers": state.switches.disabled().iter().map(|provider| provider.name()).collect::<Vec<_>>(),
         "version": env!("CARGO_PKG_VERSION"),
     });

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod notifications;
 pub mod payouts;
 pub mod webhooks;
 

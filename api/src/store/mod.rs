@@ -5,6 +5,7 @@ pub mod clients;
 pub mod dispatch;
 pub mod events;
 pub mod idempotency;
+pub mod notifications;
 pub mod wallets;
 pub mod webhooks;
 

@@ -13,6 +13,7 @@ use super::confirm::TransferStatusLookup;
 use super::{Delivery, Report, ReportStatus, adapter};
 use crate::commands::outcomes::{Applied, apply_report};
 use crate::config::WebhookSecrets;
+use crate::controls::maintenance::MaintenanceSwitch;
 use crate::error::ApiError;
 use crate::store::Store;
 use crate::store::webhooks::{self, NewDelivery, VerdictUpdate};
@@ -26,6 +27,9 @@ pub struct Intake {
     pub store: Store,
     pub secrets: WebhookSecrets,
     pub momo_status: Arc<dyn TransferStatusLookup>,
+    /// While on, deliveries are stored but not applied; the retry worker
+    /// applies them once maintenance ends.
+    pub maintenance: MaintenanceSwitch,
 }
 
 /// A delivery as it arrived.
@@ -229,6 +233,20 @@ impl Intake {
             };
             webhooks::set_verdict(pool, webhook_id, &update).await?;
             return Ok(Err(Refusal::Rejected { webhook_id, reason }));
+        }
+
+        // During maintenance a fresh delivery is verified (signature,
+        // timestamp, nonce) but not applied: it stays `received`, and the
+        // retry worker applies it once maintenance ends.
+        if fresh && self.maintenance.is_on() {
+            tracing::info!(%webhook_id, %provider, "webhook verified and kept for after maintenance");
+            return Ok(Ok(Handled {
+                webhook_id,
+                verdict: "received".to_owned(),
+                payout_id: None,
+                events: Vec::new(),
+                detail: Some("maintenance: stored, applied when maintenance ends".to_owned()),
+            }));
         }
 
         let report = match adapter.parse(delivery.body) {

@@ -73,6 +73,11 @@ impl RetryWorker {
 
     /// Retries the due deliveries one after another; returns how many.
     pub async fn round(&self) -> Result<usize, ApiError> {
+        // Nothing is applied during maintenance, and no retry attempt is
+        // spent on it.
+        if self.intake.maintenance.is_on() {
+            return Ok(0);
+        }
         let pool = self.intake.store.pool();
         let due = webhooks::claim_retries(
             pool,

@@ -183,7 +183,7 @@ pub(super) fn configured_keys(
 }
 
 /// Computes the HMAC-SHA256 of the concatenation of `parts`.
-pub(super) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC pads or hashes the key to the block size, so every length works.
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
     for part in parts {
