@@ -1,5 +1,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -7,8 +8,14 @@ use nepxy_api::dispatch::Settings;
 use nepxy_api::notifications::{Notifier, Settings as NotifierSettings};
 use nepxy_api::webhooks::retry::{RetryWorker, Settings as RetrySettings};
 use nepxy_api::{AppState, Config, telemetry};
+use nepxy_projections::catchup::CatchUp;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+
+/// Events the catch-up projector applies per transaction.
+const CATCH_UP_BATCH_SIZE: i64 = 500;
+/// Wait of the catch-up projector when the feed has nothing new.
+const CATCH_UP_IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long startup keeps trying to reach the database before giving up.
 const DATABASE_STARTUP_WAIT: Duration = Duration::from_secs(30);
@@ -114,7 +121,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let _ = retries_stopped.await;
         }),
     );
+    // The catch-up projector re-applies the event feed to the read models;
+    // one instance in the deployment is active at a time.
+    let (stop_catch_up, catch_up_stopped) = tokio::sync::oneshot::channel::<()>();
+    let catch_up = tokio::spawn(
+        CatchUp {
+            pool: state.pool.clone(),
+            batch_size: CATCH_UP_BATCH_SIZE,
+            idle_wait: CATCH_UP_IDLE_WAIT,
+            lag_seconds: Arc::clone(&state.projection_lag_seconds),
+        }
+        .run(async move {
+            let _ = catch_up_stopped.await;
+        }),
+    );
     nepxy_api::serve(listener, state, shutdown_signal()).await?;
+    drop(stop_catch_up);
     drop(stop_dispatcher);
     drop(stop_notifier);
     drop(stop_retries);
@@ -125,6 +147,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         let _ = notifier.await;
     }
     let _ = retries.await;
+    let _ = catch_up.await;
     tracing::info!("nepxy-api stopped");
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub switches: ProviderSwitches,
     /// Wakes the in-process dispatcher when a payout is accepted.
     pub dispatch_wake: Arc<Notify>,
+    /// Lag of the catch-up projector in seconds, reported by /health.
+    pub projection_lag_seconds: Arc<std::sync::atomic::AtomicI64>,
     /// Maintenance mode, shared with `intake`; starts from MAINTENANCE_MODE.
     pub maintenance: MaintenanceSwitch,
 }
@@ -61,6 +63,7 @@ impl AppState {
             store,
             switches: ProviderSwitches::new(config.providers.disabled.clone()),
             dispatch_wake: Arc::new(Notify::new()),
+            projection_lag_seconds: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             config: Arc::new(config),
             pool,
         })

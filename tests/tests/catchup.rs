@@ -19,7 +19,7 @@ fn projector(app: &TestApp) -> CatchUp {
 
 /// Appends a deposit event as a writer that skips the read models would,
 /// like a crash between an event's commit and its view update.
-async fn deposit_without_views(app: &TestApp, client_id: Uuid, amount_minor: i64) {
+async fn deposit_without_views(pool: &sqlx::PgPool, client_id: Uuid, amount_minor: i64) {
     let payload = serde_json::json!({
         "FundsDeposited": {
             "client_id": client_id,
@@ -43,15 +43,15 @@ async fn deposit_without_views(app: &TestApp, client_id: Uuid, amount_minor: i64
     .bind(format!("{client_id}:XOF"))
     .bind(payload.to_string())
     .bind(metadata.to_string())
-    .execute(&app.pool)
+    .execute(pool)
     .await
     .expect("insert event");
 }
 
-async fn available(app: &TestApp, client_id: Uuid) -> Option<i64> {
+async fn available(pool: &sqlx::PgPool, client_id: Uuid) -> Option<i64> {
     sqlx::query_scalar("SELECT available_minor FROM wallet_balances WHERE client_id = $1")
         .bind(client_id)
-        .fetch_optional(&app.pool)
+        .fetch_optional(pool)
         .await
         .expect("read balance")
 }
@@ -60,9 +60,9 @@ async fn available(app: &TestApp, client_id: Uuid) -> Option<i64> {
 async fn missed_event_is_applied() {
     let app = spawn_app().await;
     let client_id = Uuid::new_v4();
-    deposit_without_views(&app, client_id, 12_345).await;
+    deposit_without_views(&app.pool, client_id, 12_345).await;
     assert_eq!(
-        available(&app, client_id).await,
+        available(&app.pool, client_id).await,
         None,
         "the read model missed the event"
     );
@@ -74,12 +74,13 @@ async fn missed_event_is_applied() {
         .expect("lock")
         .expect("the only projector");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while available(&app, client_id).await.is_none() && tokio::time::Instant::now() < deadline {
+    while available(&app.pool, client_id).await.is_none() && tokio::time::Instant::now() < deadline
+    {
         projector.round().await.expect("catch-up round");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(
-        available(&app, client_id).await,
+        available(&app.pool, client_id).await,
         Some(12_345),
         "healed by the projector"
     );
@@ -91,7 +92,7 @@ async fn missed_event_is_applied() {
         .expect("reset the checkpoint");
     while projector.round().await.expect("replay round") > 0 {}
     assert_eq!(
-        available(&app, client_id).await,
+        available(&app.pool, client_id).await,
         Some(12_345),
         "idempotent per event"
     );
@@ -122,4 +123,54 @@ async fn one_projector_active_at_a_time() {
         third.is_some(),
         "the lock is free once the first projector stops"
     );
+}
+
+#[tokio::test]
+async fn binary_heals_missed_event() {
+    use std::process::Stdio;
+
+    let database_url = nepxy_tests::fresh_database().await;
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let mut server = tokio::process::Command::new(nepxy_tests::binary_path("nepxy-api"))
+        .env("DATABASE_URL", &database_url)
+        .env("JWT_SECRET", nepxy_tests::TEST_JWT_SECRET)
+        .env("PORT", port.to_string())
+        .env("DISPATCHER", "off")
+        .env("NOTIFICATIONS", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nepxy-api");
+
+    let client_id = Uuid::new_v4();
+    deposit_without_views(&pool, client_id, 777).await;
+
+    // The projector inside the running service applies the missed event.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while available(&pool, client_id).await.is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        available(&pool, client_id).await,
+        Some(777),
+        "healed by the service's projector"
+    );
+
+    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .expect("health answers")
+        .json()
+        .await
+        .expect("health JSON");
+    assert!(
+        health["projection_lag_seconds"].is_number(),
+        "lag is reported: {health}"
+    );
+    let _ = server.kill().await;
 }

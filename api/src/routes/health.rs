@@ -33,6 +33,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "status": if database_ok { "ok" } else { "unavailable" },
         "database": if database_ok { "ok" } else { "unavailable" },
         "maintenance": state.maintenance.is_on(),
+        "projection_lag_seconds": state.projection_lag_seconds.load(std::sync::atomic::Ordering::Relaxed),
         "disabled_providers": state.switches.disabled().iter().map(|provider| provider.name()).collect::<Vec<_>>(),
         "version": env!("CARGO_PKG_VERSION"),
     });
