@@ -17,9 +17,10 @@ use nepxy_tests::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-/// Upper bound on one scenario run. The scenario itself waits up to 30 s for
-/// /health and bounds every request, so this only catches a hang.
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upper bound on one scenario run. The scenario's own default waits (30 s for
+/// /health, 60 s for final statuses, 30 s for notifications) and its request
+/// timeouts end a run sooner, so this only catches a hang.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(180);
 /// Lines of the service log shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -59,6 +60,12 @@ impl Service {
     /// with its providers pointed at a fresh provider sandbox and its output
     /// in `dir`/nepxy-api.log.
     async fn start(dir: &Path) -> Service {
+        Service::start_with(dir, &[]).await
+    }
+
+    /// Starts `nepxy-api` as [`Service::start`] does, with `extra_env` set
+    /// after the test settings so that it can override them.
+    async fn start_with(dir: &Path, extra_env: &[(&str, &str)]) -> Service {
         let database_url = fresh_database().await;
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{port}");
@@ -76,6 +83,7 @@ impl Service {
             .env("PORT", port.to_string())
             .env("APP_ENV", "dev")
             .env("LOG_FORMAT", "text")
+            .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -193,6 +201,20 @@ async fn example_scenario_passes() {
     .expect("examples/scenario.json is JSON");
     let payouts = scenario["payouts"].as_array().expect("payouts array");
     assert!(payouts.len() >= 5, "the example has at least five payouts");
+    let receiver_line = stdout
+        .lines()
+        .find(|line| line.starts_with("ok   register notification endpoint http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no line reports the endpoint registration\n{context}"));
+    assert!(
+        !receiver_line.contains("whsec_"),
+        "the endpoint secret was printed\n{context}"
+    );
+    let report_start = stdout
+        .find("Verified notifications to endpoint")
+        .unwrap_or_else(|| panic!("the report has no notifications table\n{context}"));
+    let notification_report = &stdout[report_start..];
+
+    let mut notified = Vec::new();
     for (index, payout) in payouts.iter().enumerate() {
         let provider = payout["provider"].as_str().expect("provider");
         let msisdn = payout["recipient"]["msisdn"].as_str().expect("msisdn");
@@ -209,6 +231,30 @@ async fn example_scenario_passes() {
             line.contains(msisdn),
             "{step} does not name {msisdn}\n{context}"
         );
+
+        let Some(expected) = payout["expect"].as_str() else {
+            continue;
+        };
+        let payout_id = line
+            .rsplit_once(", id ")
+            .map(|(_, id)| id.trim())
+            .unwrap_or_else(|| panic!("{step} does not end with the payout id\n{context}"));
+        let event_type = format!("payout.{expected}");
+        let verified =
+            format!("ok   notification {event_type} for {payout_id}: signature verified");
+        assert!(
+            stdout.lines().any(|line| line == verified),
+            "no line {verified:?}\n{context}"
+        );
+        assert!(
+            notification_report
+                .lines()
+                .any(|row| row.contains(payout_id)
+                    && row.contains(&event_type)
+                    && row.contains("msg_")),
+            "the notifications table has no {event_type} row with a webhook-id for {payout_id}\n{context}"
+        );
+        notified.push((provider.to_owned(), expected.to_owned()));
     }
     for provider in ["tmoney", "thunes", "momo"] {
         assert!(
@@ -220,6 +266,10 @@ async fn example_scenario_passes() {
             assert!(
                 stdout.contains(&reached),
                 "no payout {reached} through the sandbox\n{context}"
+            );
+            assert!(
+                notified.contains(&(provider.to_owned(), status.to_owned())),
+                "no verified notification of a payout {reached}\n{context}"
             );
         }
     }
@@ -283,6 +333,73 @@ async fn scenario_stops_at_rejected_payout() {
     assert!(
         failure.contains("Insufficient funds"),
         "problem title missing\n{context}"
+    );
+    assert!(
+        !stdout.contains("Payouts of client"),
+        "the report was printed after a failure\n{context}"
+    );
+    assert!(
+        !stdout.contains("register notification endpoint"),
+        "an endpoint was registered although no payout names an expect status\n{context}"
+    );
+}
+
+#[tokio::test]
+async fn scenario_fails_without_notifications() {
+    let dir = ScratchDir::new();
+    // The service's notification worker is off, so the payout reaches its
+    // final status but its notification is never sent.
+    let service = Service::start_with(dir.path(), &[("NOTIFICATIONS", "off")]).await;
+    let scenario_path = write_scenario(
+        dir.path(),
+        &json!({
+            "client": { "name": "Silent endpoint demo" },
+            "deposit": { "idempotency_key": "deposit-1", "amount": 100_000, "currency": "XOF" },
+            "payouts": [
+                {
+                    "idempotency_key": "payout-1",
+                    "provider": "tmoney",
+                    "amount": 25_000,
+                    "recipient": { "msisdn": "+22890112233", "name": "Afi Mensah" },
+                    "expect": "succeeded"
+                }
+            ]
+        }),
+    );
+
+    let output = run_scenario(
+        &service.base_url,
+        &[
+            "--scenario",
+            scenario_path.to_str().expect("UTF-8 path"),
+            "--notification-wait-seconds",
+            "2",
+        ],
+    )
+    .await;
+    let context = describe(&output, &service.log_tail());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert_eq!(output.status.code(), Some(1), "exit status\n{context}");
+    assert!(
+        stdout.contains("ok   payout 1/1 reaches succeeded"),
+        "the payout did not reach its final status\n{context}"
+    );
+    let failure = stdout
+        .lines()
+        .find(|line| line.starts_with("FAIL "))
+        .unwrap_or_else(|| panic!("no FAIL line\n{context}"));
+    assert!(
+        failure.starts_with("FAIL wait for notifications at http://127.0.0.1:"),
+        "wrong failing step\n{context}"
+    );
+    assert!(
+        failure.contains("timed out after 2 s"),
+        "the timeout is not named\n{context}"
+    );
+    assert!(
+        failure.contains("(payout.succeeded): pending, 0 attempts"),
+        "the service's view of the notification is missing\n{context}"
     );
     assert!(
         !stdout.contains("Payouts of client"),

@@ -6,6 +6,13 @@
 //! balance. Every step prints one line starting with `ok` or `FAIL`, and the
 //! program exits with status 1 at the first failure.
 //!
+//! When a payout names an `expect` status, the runner also acts as the
+//! client's notification receiver. It serves HTTP on 127.0.0.1, registers that
+//! URL as the client's notification endpoint before the payouts, and checks
+//! that a signed notification of the final status arrives for each payout
+//! with an `expect` status. The service accepts such a loopback `http` URL only
+//! when it runs with APP_ENV=dev or staging.
+//!
 //! Because bootstrap succeeds only while the database has no admin, each run
 //! needs a fresh database, which `scripts/run.sh` creates.
 //!
@@ -27,16 +34,24 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
+use hmac::{Hmac, KeyInit, Mac};
 use nepxy_ledger::Currency;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Sha256;
 
 /// Pause between two GET /health attempts while waiting for the service.
 const HEALTH_RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -50,7 +65,7 @@ const MAX_BODY_EXCERPT_CHARS: usize = 300;
 #[command(
     name = "nepxy-scenario",
     version,
-    about = "Run a demo scenario (admin, client, deposit, payouts, idempotent replay, balance) against a running nepxy-api"
+    about = "Run a demo scenario (admin, client, deposit, payouts, idempotent replay, balance, signed notifications) against a running nepxy-api"
 )]
 struct Cli {
     /// Base URL of the running nepxy-api.
@@ -77,6 +92,11 @@ struct Cli {
     /// it, through the provider and its callback.
     #[arg(long, default_value_t = 60)]
     final_wait_seconds: u64,
+
+    /// Seconds to wait, after the payouts reached their final statuses, for
+    /// a notification of each payout that names an `expect` status.
+    #[arg(long, default_value_t = 30)]
+    notification_wait_seconds: u64,
 
     /// Directory where the admin's and the client's POST /v1/auth/token
     /// bodies (with their secrets) are written, readable by the owner only.
@@ -117,6 +137,19 @@ async fn run(cli: &Cli) -> Result<(), StepFailure> {
         write_credentials(dir, &admin, &client)?;
     }
 
+    // The receiver runs only as long as this program, so it is registered
+    // only when the run waits for notifications.
+    // NOTE: the endpoint stays registered after the run, so the service
+    // retries any later notification of this client (a reversal, say)
+    // against the closed port until its retry window of 3 days ends.
+    let notification_receiver = if scenario.payouts.iter().any(|p| p.expect.is_some()) {
+        let receiver = NotificationReceiver::start().await?;
+        let endpoint = register_notification_endpoint(&api, &client, &receiver.url).await?;
+        Some((receiver, endpoint))
+    } else {
+        None
+    };
+
     deposit(&api, &admin, &client, &scenario.deposit).await?;
     let currency = &scenario.deposit.currency;
     let mut payouts = Vec::new();
@@ -138,10 +171,25 @@ async fn run(cli: &Cli) -> Result<(), StepFailure> {
     for payout in &mut payouts {
         read_payout(&api, &client, currency, payout).await?;
     }
+    let notifications = match &notification_receiver {
+        Some((receiver, endpoint)) => {
+            check_notifications(
+                &api,
+                &client,
+                receiver,
+                endpoint,
+                &payouts,
+                Duration::from_secs(cli.notification_wait_seconds),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
     check_payout_list(&api, &client, &payouts).await?;
     let balances = check_balance(&api, &client, &scenario.deposit, &payouts).await?;
 
-    print_report(&client, &payouts, &balances);
+    let endpoint = notification_receiver.as_ref().map(|(_, endpoint)| endpoint);
+    print_report(&client, &payouts, &balances, &notifications, endpoint);
     Ok(())
 }
 
@@ -883,9 +931,442 @@ async fn check_balance(
 }
 
 // ---------------------------------------------------------------------------
+// Notifications
+
+/// Path on the receiver that the service sends notifications to.
+const RECEIVER_PATH: &str = "/notifications";
+/// Prefix of notification endpoint secrets, as Standard Webhooks defines it.
+const SECRET_PREFIX: &str = "whsec_";
+/// Maximum difference between `webhook-timestamp` and the time a request
+/// arrived, in seconds. Standard Webhooks receivers reject older or newer
+/// timestamps to stop replays.
+const TIMESTAMP_TOLERANCE_SECONDS: i64 = 5 * 60;
+/// Pause between two reads of the received requests while waiting.
+const NOTIFICATION_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// One request that the receiver got: its headers, its raw body, which the
+/// signature covers byte for byte, and the Unix time in seconds when it arrived.
+#[derive(Clone)]
+struct ReceivedRequest {
+    headers: HeaderMap,
+    body: Bytes,
+    received_at: i64,
+}
+
+type ReceivedRequests = Arc<Mutex<Vec<ReceivedRequest>>>;
+
+/// An HTTP server on 127.0.0.1 that acts as the client's notification endpoint.
+/// It records every POST to [`RECEIVER_PATH`] and responds 200, so the service
+/// does not retry, and it runs until the program exits.
+struct NotificationReceiver {
+    url: String,
+    received: ReceivedRequests,
+}
+
+impl NotificationReceiver {
+    async fn start() -> Result<NotificationReceiver, StepFailure> {
+        let step = "start notification receiver";
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|error| StepFailure::local(step, format!("cannot bind 127.0.0.1: {error}")))?;
+        let address = listener.local_addr().map_err(|error| {
+            StepFailure::local(step, format!("cannot read the bound address: {error}"))
+        })?;
+        let received = ReceivedRequests::default();
+        let router = axum::Router::new()
+            .route(RECEIVER_PATH, axum::routing::post(record_request))
+            .with_state(Arc::clone(&received));
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                eprintln!("notification receiver on {address} stopped: {error}");
+            }
+        });
+        Ok(NotificationReceiver {
+            url: format!("http://{address}{RECEIVER_PATH}"),
+            received,
+        })
+    }
+
+    fn received(&self) -> Vec<ReceivedRequest> {
+        self.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn record_request(
+    State(received): State<ReceivedRequests>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let request = ReceivedRequest {
+        headers,
+        body,
+        received_at: chrono::Utc::now().timestamp(),
+    };
+    received
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(request);
+    StatusCode::OK
+}
+
+/// A notification endpoint of the client, with the HMAC key decoded from its
+/// secret. The secret is never printed.
+struct NotificationEndpoint {
+    id: String,
+    url: String,
+    key: Vec<u8>,
+}
+
+async fn register_notification_endpoint(
+    api: &Api,
+    client: &Caller,
+    url: &str,
+) -> Result<NotificationEndpoint, StepFailure> {
+    let step = format!("register notification endpoint {url}");
+    let reply = api
+        .send(
+            &step,
+            Method::POST,
+            "/v1/notification-endpoints",
+            Some(&client.token),
+            &[],
+            Some(&json!({ "url": url, "description": "nepxy-scenario receiver" })),
+        )
+        .await?;
+    if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+        return Err(StepFailure::http(&step, &reply).with_hint(
+            "The service accepts http://127.0.0.1 URLs only with APP_ENV=dev or staging, so run the scenario against such a service",
+        ));
+    }
+    let reply = reply.expect(&step, StatusCode::CREATED)?;
+    let id = required_text(&step, &reply.body, "id")?;
+    let secret = required_text(&step, &reply.body, "secret")?;
+    let key = decode_endpoint_secret(&secret).map_err(|problem| {
+        StepFailure::local(&step, format!("the returned secret is {problem}"))
+    })?;
+    pass(format!("{step}: endpoint {id}"));
+    Ok(NotificationEndpoint {
+        id,
+        url: url.to_owned(),
+        key,
+    })
+}
+
+/// Decodes the HMAC key of a `whsec_<base64>` secret. The error names the
+/// problem without the secret.
+fn decode_endpoint_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
+    let encoded = secret
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or("not of the form whsec_<base64>")?;
+    let key = STANDARD
+        .decode(encoded)
+        .map_err(|_| "invalid base64 after whsec_")?;
+    if key.is_empty() {
+        return Err("empty after whsec_");
+    }
+    Ok(key)
+}
+
+/// A notification whose signature and timestamp passed the checks.
+struct VerifiedNotification {
+    webhook_id: String,
+    event_type: String,
+    payout_id: String,
+    payout_status: String,
+}
+
+/// Waits until a notification arrived for every payout that names an
+/// `expect` status, verifies every request the receiver got, and checks that
+/// each of those payouts was notified of its final status. Returns the
+/// verified notifications, one per webhook-id, in the order of the payouts.
+async fn check_notifications(
+    api: &Api,
+    client: &Caller,
+    receiver: &NotificationReceiver,
+    endpoint: &NotificationEndpoint,
+    payouts: &[Payout<'_>],
+    max_wait: Duration,
+) -> Result<Vec<VerifiedNotification>, StepFailure> {
+    let expected: Vec<&Payout<'_>> = payouts
+        .iter()
+        .filter(|payout| payout.spec.expect.is_some())
+        .collect();
+    let received =
+        wait_for_notifications(api, client, receiver, endpoint, &expected, max_wait).await?;
+
+    let mut verified: Vec<VerifiedNotification> = Vec::new();
+    for (index, request) in received.iter().enumerate() {
+        let notification = verify_request(index + 1, request, &endpoint.key)?;
+        if !payouts
+            .iter()
+            .any(|payout| payout.id == notification.payout_id)
+        {
+            return Err(StepFailure::local(
+                "check notifications",
+                format!(
+                    "notification {} is about payout {}, which this scenario did not create",
+                    notification.webhook_id, notification.payout_id
+                ),
+            ));
+        }
+        // The service may deliver a notification more than once, under the
+        // same webhook-id, so each copy is verified but listed once.
+        if !verified
+            .iter()
+            .any(|seen| seen.webhook_id == notification.webhook_id)
+        {
+            verified.push(notification);
+        }
+    }
+
+    for payout in &expected {
+        check_payout_notifications(payout, &verified)?;
+    }
+    verified.sort_by_key(|notification| {
+        payouts
+            .iter()
+            .position(|payout| payout.id == notification.payout_id)
+    });
+    Ok(verified)
+}
+
+/// Polls the receiver until each of `expected` has at least one request
+/// whose body names it in `data.id`, and returns all requests received.
+async fn wait_for_notifications(
+    api: &Api,
+    client: &Caller,
+    receiver: &NotificationReceiver,
+    endpoint: &NotificationEndpoint,
+    expected: &[&Payout<'_>],
+    max_wait: Duration,
+) -> Result<Vec<ReceivedRequest>, StepFailure> {
+    let started = Instant::now();
+    loop {
+        let received = receiver.received();
+        let notified: HashSet<String> = received
+            .iter()
+            .filter_map(|request| serde_json::from_slice::<Value>(&request.body).ok())
+            .filter_map(|body| body["data"]["id"].as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<&Payout<'_>> = expected
+            .iter()
+            .copied()
+            .filter(|payout| !notified.contains(&payout.id))
+            .collect();
+        let Some(first_missing) = missing.first() else {
+            return Ok(received);
+        };
+        if started.elapsed() >= max_wait {
+            let missing_ids: Vec<&str> = missing.iter().map(|payout| payout.id.as_str()).collect();
+            let service_view = describe_service_notifications(api, client, &first_missing.id).await;
+            return Err(StepFailure::local(
+                &format!("wait for notifications at {}", endpoint.url),
+                format!(
+                    "timed out after {} s without a notification for payout {} ({} requests received). {service_view}. Check that nepxy-api runs the notification worker (NOTIFICATIONS=on, the default), or raise --notification-wait-seconds",
+                    max_wait.as_secs(),
+                    missing_ids.join(", "),
+                    received.len()
+                ),
+            ));
+        }
+        tokio::time::sleep(NOTIFICATION_POLL_INTERVAL).await;
+    }
+}
+
+/// Summarizes what GET /v1/notifications lists for a payout, to explain why
+/// no notification arrived. Returns a description of the failure when the
+/// list cannot be read, because this only adds detail to another failure.
+async fn describe_service_notifications(api: &Api, client: &Caller, payout_id: &str) -> String {
+    let path = format!("/v1/notifications?payout_id={payout_id}");
+    let reply = match api
+        .send(
+            "GET /v1/notifications",
+            Method::GET,
+            &path,
+            Some(&client.token),
+            &[],
+            None,
+        )
+        .await
+    {
+        Ok(reply) if reply.status == StatusCode::OK => reply,
+        Ok(reply) => {
+            return format!(
+                "GET {path} returned HTTP {}: {}",
+                reply.status,
+                summarize_body(&reply.body)
+            );
+        }
+        Err(failure) => return failure.detail,
+    };
+    let items = reply.body["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return format!("GET {path} lists no notification");
+    }
+    let summaries: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let attempts = item["attempts"].as_array().cloned().unwrap_or_default();
+            let last_attempt = match attempts.last() {
+                Some(attempt) => match attempt["error"].as_str() {
+                    Some(error) => format!(", last attempt failed: {error}"),
+                    None => format!(
+                        ", last attempt got HTTP {}",
+                        text_field(attempt, "status_code")
+                    ),
+                },
+                None => String::new(),
+            };
+            format!(
+                "{} ({}): {}, {} attempts{last_attempt}",
+                text_field(item, "id"),
+                text_field(item, "type"),
+                text_field(item, "status"),
+                attempts.len()
+            )
+        })
+        .collect();
+    format!("GET {path} lists {}", summaries.join("; "))
+}
+
+/// Verifies one received request the Standard Webhooks way: the three
+/// `webhook-*` headers are present, the timestamp is within
+/// [`TIMESTAMP_TOLERANCE_SECONDS`] of the arrival, and one `v1` entry of
+/// `webhook-signature` is the HMAC-SHA256 of `{id}.{timestamp}.{body}` with
+/// the endpoint's key. Then it reads the body's type and payout.
+fn verify_request(
+    number: usize,
+    request: &ReceivedRequest,
+    key: &[u8],
+) -> Result<VerifiedNotification, StepFailure> {
+    let step = format!("verify notification request {number}");
+    let webhook_id = required_header(&step, &request.headers, "webhook-id")?;
+    let timestamp_text = required_header(&step, &request.headers, "webhook-timestamp")?;
+    let signature = required_header(&step, &request.headers, "webhook-signature")?;
+    let step = format!("verify notification {webhook_id}");
+
+    let timestamp: i64 = timestamp_text.parse().map_err(|_| {
+        StepFailure::local(
+            &step,
+            format!("webhook-timestamp {timestamp_text:?} is not Unix seconds"),
+        )
+    })?;
+    let skew = request.received_at - timestamp;
+    if skew.abs() > TIMESTAMP_TOLERANCE_SECONDS {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "webhook-timestamp {timestamp} is {skew} s from the time the request arrived, more than the {TIMESTAMP_TOLERANCE_SECONDS} s a receiver accepts. Check the clocks of both machines"
+            ),
+        ));
+    }
+
+    let expected = signature_base64(key, webhook_id, timestamp_text, &request.body);
+    let matches = signature
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .any(|entry| entry == expected);
+    if !matches {
+        return Err(StepFailure::local(
+            &step,
+            format!(
+                "no v1 entry of webhook-signature {signature:?} matches the HMAC-SHA256 of the request with the endpoint secret"
+            ),
+        ));
+    }
+
+    let body: Value = serde_json::from_slice(&request.body)
+        .map_err(|error| StepFailure::local(&step, format!("the body is not JSON: {error}")))?;
+    let event_type = required_text(&step, &body, "type")?;
+    let body_id = required_text(&step, &body, "id")?;
+    if body_id != webhook_id {
+        return Err(StepFailure::local(
+            &step,
+            format!("the body's id {body_id} differs from webhook-id {webhook_id}"),
+        ));
+    }
+    let payout_id = required_text(&step, &body["data"], "id")?;
+    let payout_status = required_text(&step, &body["data"], "status")?;
+    Ok(VerifiedNotification {
+        webhook_id: webhook_id.to_owned(),
+        event_type,
+        payout_id,
+        payout_status,
+    })
+}
+
+fn required_header<'a>(
+    step: &str,
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<&'a str, StepFailure> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| StepFailure::local(step, format!("header {name} is missing or not ASCII")))
+}
+
+/// Returns the base64 of the HMAC-SHA256 of `{id}.{timestamp}.{body}`, the
+/// value of a `v1` signature entry.
+fn signature_base64(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC-SHA256 takes any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Checks that every verified notification of a payout is of its final
+/// status, and prints one line for the payout.
+fn check_payout_notifications(
+    payout: &Payout<'_>,
+    verified: &[VerifiedNotification],
+) -> Result<(), StepFailure> {
+    let expected_type = format!("payout.{}", payout.status);
+    let step = format!("notification {expected_type} for {}", payout.id);
+    let notifications: Vec<&VerifiedNotification> = verified
+        .iter()
+        .filter(|notification| notification.payout_id == payout.id)
+        .collect();
+    for notification in &notifications {
+        if notification.event_type != expected_type {
+            return Err(StepFailure::local(
+                &step,
+                format!(
+                    "notification {} has type {}, but the payout's final status is {}",
+                    notification.webhook_id, notification.event_type, payout.status
+                ),
+            ));
+        }
+        if notification.payout_status != payout.status {
+            return Err(StepFailure::local(
+                &step,
+                format!(
+                    "notification {} carries data.status {}, but the payout's final status is {}",
+                    notification.webhook_id, notification.payout_status, payout.status
+                ),
+            ));
+        }
+    }
+    pass(format!("{step}: signature verified"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Report
 
-fn print_report(client: &Caller, payouts: &[Payout<'_>], balances: &[Balance]) {
+fn print_report(
+    client: &Caller,
+    payouts: &[Payout<'_>],
+    balances: &[Balance],
+    notifications: &[VerifiedNotification],
+    endpoint: Option<&NotificationEndpoint>,
+) {
     let mut payout_rows = vec![[
         "id".to_owned(),
         "provider".to_owned(),
@@ -924,6 +1405,25 @@ fn print_report(client: &Caller, payouts: &[Payout<'_>], balances: &[Balance]) {
     println!();
     println!("Balances of client {}", client.client_id);
     print_table(&balance_rows, &[1, 2]);
+
+    let Some(endpoint) = endpoint else {
+        return;
+    };
+    let mut notification_rows = vec![[
+        "payout id".to_owned(),
+        "type".to_owned(),
+        "webhook-id".to_owned(),
+    ]];
+    for notification in notifications {
+        notification_rows.push([
+            notification.payout_id.clone(),
+            notification.event_type.clone(),
+            notification.webhook_id.clone(),
+        ]);
+    }
+    println!();
+    println!("Verified notifications to endpoint {}", endpoint.id);
+    print_table(&notification_rows, &[]);
 }
 
 /// Prints rows as aligned columns. The first row is the header, and the
