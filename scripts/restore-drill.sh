@@ -72,8 +72,13 @@ DATABASE_URL=$restored_url "$REPLAY_BIN" verify || fail "nepxy-replay verify fou
 step "rebuilding the read models and comparing them"
 DATABASE_URL=$restored_url "$REPLAY_BIN" rebuild --verify || fail "rebuilt read models differ from the restored ones"
 
-step "starting nepxy-api on the copy at 127.0.0.1:$DRILL_PORT"
-env -u MOMO_BASE_URL -u THUNES_BASE_URL -u TMONEY_BASE_URL \
+# nepxy-api listens on every interface (0.0.0.0); the checks below use
+# 127.0.0.1, and the port should stay closed to other hosts.
+step "starting nepxy-api on the copy, port $DRILL_PORT"
+env -u MOMO_BASE_URL -u MOMO_API_USER -u MOMO_API_KEY -u MOMO_SUBSCRIPTION_KEY \
+    -u MOMO_TARGET_ENVIRONMENT -u MOMO_CALLBACK_BASE_URL \
+    -u THUNES_BASE_URL -u THUNES_API_KEY -u THUNES_API_SECRET -u THUNES_PAYER_ID -u THUNES_CALLBACK_URL \
+    -u TMONEY_BASE_URL -u TMONEY_API_KEY \
     DATABASE_URL="$restored_url" PORT="$DRILL_PORT" APP_ENV=dev DISPATCHER=off NOTIFICATIONS=off \
     JWT_SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" \
     "$API_BIN" >"$work_dir/nepxy-api.log" 2>&1 &
