@@ -156,6 +156,15 @@ start_sandbox() {
     export THUNES_BASE_URL=$sandbox_url THUNES_API_KEY=demo-key THUNES_API_SECRET=demo-secret \
         THUNES_PAYER_ID=9999 THUNES_CALLBACK_URL=$base_url/v1/webhooks/thunes
     export TMONEY_BASE_URL=$sandbox_url TMONEY_API_KEY=demo-key
+
+    # Operator tools (nepxy-replay) need the same database and secrets.
+    (
+        umask 077
+        printf 'export DATABASE_URL=%q\nexport TMONEY_WEBHOOK_SECRET=%q\nexport THUNES_WEBHOOK_SECRET=%q\nexport MOMO_CALLBACK_SECRET=%q\n' \
+            "$DATABASE_URL" "$TMONEY_WEBHOOK_SECRET" "$THUNES_WEBHOOK_SECRET" "$MOMO_CALLBACK_SECRET" \
+            >"$RUN_DIR/demo.env"
+    )
+    log "operator settings for nepxy-replay in $RUN_DIR/demo.env (source it)"
 }
 
 # shellcheck disable=SC2317 # Runs from the EXIT trap.
@@ -264,7 +273,9 @@ cleanup() {
     # Cleanup runs every step even when one fails, and a second Ctrl-C does
     # not interrupt it.
     set +e
-    trap '' INT TERM
+    # PIPE too: with `run.sh | tee log`, Ctrl-C ends tee first, and the log
+    # lines below must not end the cleanup.
+    trap '' INT TERM PIPE
     stop_service
     stop_sandbox
     drop_demo_database
