@@ -12,20 +12,20 @@ use crate::webhooks::{Report, ReportStatus};
 /// Attempts of one report after a concurrent write to the same aggregate.
 const MAX_CONFLICT_ATTEMPTS: u32 = 5;
 
-/// What applying a report did.
+/// Result of applying a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The payout moved to this status.
     Changed(PayoutStatus),
     /// The payout already had the reported status.
     Unchanged(PayoutStatus),
-    /// The report says the payout is still in progress; nothing to apply.
+    /// The report states the payout is still in progress, so nothing applies.
     StillPending,
     /// No payout has this id (yet).
     Orphan,
     /// Amount or currency differ from the payout's; recorded, not applied.
     Conflict,
-    /// The report asks for an illegal transition; recorded, not applied.
+    /// The report requests an illegal transition. It is recorded, not applied.
     TransitionRejected {
         from: PayoutStatus,
         to: PayoutStatus,

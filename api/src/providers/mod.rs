@@ -26,7 +26,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a TCP connection to a provider.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a provider is asked to pay.
+/// Payout order sent to a provider.
 #[derive(Debug, Clone)]
 pub struct PayoutOrder {
     pub payout_id: Uuid,
@@ -57,7 +57,7 @@ pub enum TransferState {
     NotFound,
 }
 
-/// Why a call failed.
+/// Failure of a provider call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// A timeout, a transport error or a 429: retry later with the same

@@ -20,7 +20,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             false
         }
         Err(_) => {
-            tracing::warn!("health check: database did not answer in time");
+            tracing::warn!("health check: database query timed out");
             false
         }
     };

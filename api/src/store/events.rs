@@ -78,7 +78,8 @@ impl UnitOfWork {
 
     /// Waits for the write locks of the given aggregates, which are held until
     /// commit or rollback. Callers lock in one fixed order (payout, then
-    /// wallet) so that two units of work never wait on each other.
+    /// wallet), so two units of work can wait for each other but never
+    /// deadlock.
     pub async fn lock_aggregates(&mut self, aggregates: &[(&str, &str)]) -> Result<(), StoreError> {
         let keys: Vec<i64> = aggregates
             .iter()

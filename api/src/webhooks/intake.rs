@@ -55,7 +55,7 @@ pub struct Handled {
     pub detail: Option<String>,
 }
 
-/// Why a delivery was not accepted, with its webhook id for the operator.
+/// Reason a delivery was not accepted, with its webhook id for the operator.
 #[derive(Debug)]
 pub enum Refusal {
     Rejected { webhook_id: Uuid, reason: String },
@@ -166,7 +166,7 @@ impl Intake {
         match outcome {
             Ok(outcome) => Ok(outcome),
             // The delivery is stored and due for an automatic retry, so the
-            // provider is told it arrived rather than asked to send it again.
+            // response confirms receipt instead of asking for a resend.
             Err(error) => {
                 tracing::error!(%webhook_id, provider = %arrival.provider, error = %error, "webhook stored but not processed; it will be retried");
                 Ok(Ok(Handled {
@@ -511,7 +511,7 @@ fn stored_request(row: &webhooks::DeliveryRow) -> (Vec<(String, String)>, Option
     (row.header_pairs(), momo_token_from_path(&row.path))
 }
 
-/// How a delivery is being processed.
+/// Processing mode of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Just arrived: timestamp and nonce are checked, every verdict stored.
@@ -550,7 +550,7 @@ fn describe(applied: &Applied) -> Option<String> {
     }
 }
 
-/// The JSON answer to a handled delivery.
+/// Builds the JSON response body for a handled delivery.
 pub fn handled_json(handled: &Handled) -> Value {
     serde_json::json!({
         "webhook_id": handled.webhook_id,

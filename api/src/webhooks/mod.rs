@@ -57,7 +57,7 @@ impl Secrets {
     }
 }
 
-/// What a successful verification established.
+/// Facts established by a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The provider's nonce or event id, accepted only once.
@@ -67,7 +67,7 @@ pub struct Verified {
     pub payout_id: Option<Uuid>,
 }
 
-/// Why a delivery failed verification; every variant is answered with 401.
+/// Reason a delivery failed verification. Every variant gets a 401 response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("no webhook secret is configured for {0}")]
@@ -86,7 +86,7 @@ pub enum Rejection {
     BadToken,
 }
 
-/// Why a verified body could not be read; answered with 400.
+/// Reason a verified body could not be read. It gets a 400 response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub String);
