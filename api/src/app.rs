@@ -14,9 +14,9 @@ use crate::config::Config;
 use crate::controls::{cors, debug, maintenance, staging_gate};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
-use crate::request_id;
 use crate::routes::{accounts, admin, audit, auth, health, notifications, payouts, webhooks};
 use crate::state::AppState;
+use crate::{prometheus, request_id};
 
 /// Longest wait for a pooled database connection before a request fails
 /// with 503.
@@ -25,8 +25,10 @@ const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Builds the router; tests call it without a socket.
 pub fn router(state: AppState) -> Router {
     staging_gate::warn_if_ignored(&state.config);
+    prometheus::install();
     Router::new()
         .route("/health", get(health::health))
+        .route("/metrics", get(prometheus::render))
         .route("/v1/admin/bootstrap", post(admin::bootstrap))
         .route("/v1/admin/clients", post(admin::create_client))
         .route("/v1/auth/token", post(auth::token))

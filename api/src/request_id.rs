@@ -57,7 +57,9 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request).instrument(span.clone()))
         .await;
-    let latency_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    crate::prometheus::record(method.as_str(), &response, elapsed);
+    let latency_ms = elapsed.as_millis() as u64;
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),
@@ -72,10 +74,14 @@ pub async fn layer(request: Request, next: Next) -> Response {
     response
 }
 
-/// Route middleware: records the matched route template on the request span.
+/// Route middleware: records the matched route template on the request span
+/// and hands it to the metrics, which are counted outside routing.
 pub async fn record_route(request: Request, next: Next) -> Response {
-    if let Some(path) = request.extensions().get::<MatchedPath>() {
-        tracing::Span::current().record("route", path.as_str());
-    }
-    next.run(request).await
+    let Some(path) = request.extensions().get::<MatchedPath>().cloned() else {
+        return next.run(request).await;
+    };
+    tracing::Span::current().record("route", path.as_str());
+    let mut response = next.run(request).await;
+    crate::prometheus::tag_route(&mut response, path.as_str());
+    response
 }

@@ -420,9 +420,11 @@ impl Dispatcher {
             // The adapters resolve an ambiguous answer with a status lookup
             // themselves; Ambiguous here means that lookup failed too.
             let result = client.submit(order).await;
+            let outcome = outcome_label(&result);
+            crate::prometheus::provider_attempt(client.provider().name(), outcome);
             attempts.push(ProviderAttempt {
                 attempt: attempts_before + attempts.len() as u32 + 1,
-                outcome: outcome_label(&result).to_owned(),
+                outcome: outcome.to_owned(),
                 delay_ms: delay.as_millis() as u64,
                 detail: result.as_ref().err().map(ToString::to_string),
             });

@@ -182,7 +182,30 @@ impl Intake {
 
     /// Verifies, parses and applies a stored delivery, and stores the verdict
     /// as `mode` allows. With `dry_run` nothing is written.
+    /// Runs [`Self::evaluate`] and counts its verdict in the metrics.
     async fn process(
+        &self,
+        webhook_id: Uuid,
+        provider: Provider,
+        delivery: &Delivery<'_>,
+        mode: Mode,
+        metadata: &EventMetadata,
+        dry_run: bool,
+    ) -> Result<Result<Handled, Refusal>, ApiError> {
+        let outcome = self
+            .evaluate(webhook_id, provider, delivery, mode, metadata, dry_run)
+            .await;
+        let verdict = match &outcome {
+            Ok(Ok(handled)) => handled.verdict.as_str(),
+            Ok(Err(Refusal::Rejected { .. })) => "rejected",
+            Ok(Err(Refusal::Malformed { .. })) => "malformed",
+            Err(_) => "error",
+        };
+        crate::prometheus::webhook_verdict(provider.name(), verdict);
+        outcome
+    }
+
+    async fn evaluate(
         &self,
         webhook_id: Uuid,
         provider: Provider,

@@ -274,11 +274,73 @@ async fn example_scenario_passes() {
         }
     }
 
+    let metrics = reqwest::get(format!("{}/metrics", service.base_url))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let created = metric_sum(
+        &metrics,
+        "nepxy_http_requests_total",
+        &[
+            r#"method="POST""#,
+            r#"route="/v1/payouts""#,
+            r#"status="201""#,
+        ],
+    );
+    assert!(
+        created >= payouts.len() as f64,
+        "/metrics counts {created} created payouts, fewer than the scenario's {}\n{metrics}",
+        payouts.len()
+    );
+    for provider in ["tmoney", "thunes", "momo"] {
+        let label = format!(r#"provider="{provider}""#);
+        let attempts = metric_sum(&metrics, "nepxy_provider_attempts_total", &[&label]);
+        assert!(
+            attempts >= 1.0,
+            "no {provider} attempt in /metrics\n{metrics}"
+        );
+    }
+    let applied = metric_sum(
+        &metrics,
+        "nepxy_webhook_deliveries_total",
+        &[r#"verdict="applied""#],
+    );
+    assert!(applied >= 1.0, "no applied webhook in /metrics\n{metrics}");
+    assert!(
+        metrics.contains("\nnepxy_projection_lag_seconds "),
+        "no projection lag gauge\n{metrics}"
+    );
+    assert!(
+        metrics.contains("nepxy_http_request_duration_seconds_bucket{"),
+        "no latency histogram\n{metrics}"
+    );
+
     let token_request = std::fs::read_to_string(credentials_dir.join("client-token-request.json"))
         .expect("client-token-request.json was written");
     let token_request: Value = serde_json::from_str(&token_request).expect("token request is JSON");
     assert_eq!(token_request["grant_type"], json!("client_credentials"));
     assert!(token_request["client_secret"].is_string());
+}
+
+/// Sum of the samples of metric `name` whose labels include every entry of
+/// `labels` (each written `key="value"`).
+fn metric_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let label_text = series.strip_prefix(name)?.strip_prefix('{')?;
+            let matches = labels.iter().all(|label| {
+                label_text
+                    .trim_end_matches('}')
+                    .split(',')
+                    .any(|pair| pair == *label)
+            });
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }
 
 #[tokio::test]
