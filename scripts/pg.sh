@@ -12,6 +12,12 @@
 #
 # Environment:
 #   NEPXY_PG_PORT  TCP port on 127.0.0.1 (default 55432).
+#   NEPXY_PG_FSYNC on (default) or off, applied at start. scripts/test.sh
+#                  starts the cluster with off: test data need not survive a
+#                  machine crash, and with fsync on, every DROP DATABASE waits
+#                  for a checkpoint that syncs the files of hundreds of test
+#                  databases (37 s seen), holding a transaction id that stalls
+#                  the audit feed of every other database meanwhile.
 #   NEPXY_PG_BIN   Directory with the PostgreSQL programs (initdb, pg_ctl,
 #                  postgres, pg_isready, psql, createdb). The default is the
 #                  newest /usr/lib/postgresql/*/bin, then the directory of
@@ -54,6 +60,7 @@ readonly REPO_ROOT
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS
 
 PORT=${NEPXY_PG_PORT:-$DEFAULT_PORT}
+FSYNC=${NEPXY_PG_FSYNC:-on}
 PG_BIN=""
 BASE_DIR=""
 DATA_DIR=""
@@ -80,6 +87,7 @@ Usage: scripts/pg.sh start|stop|status|url|psql [psql arguments...]
   psql    run psql against the nepxy database with the given arguments
 
 Environment: NEPXY_PG_PORT (TCP port on 127.0.0.1, default 55432),
+NEPXY_PG_FSYNC (on or off, default on),
 NEPXY_PG_BIN (directory with the PostgreSQL server binaries).
 EOF
 }
@@ -87,6 +95,9 @@ EOF
 validate_port() {
     if [[ ! $PORT =~ ^[0-9]+$ ]] || ((10#$PORT < 1 || 10#$PORT > 65535)); then
         die "invalid NEPXY_PG_PORT '$PORT': expected a TCP port number from 1 to 65535"
+    fi
+    if [[ $FSYNC != on && $FSYNC != off ]]; then
+        die "invalid NEPXY_PG_FSYNC '$FSYNC': expected on or off"
     fi
     PORT=$((10#$PORT))
 }
@@ -386,7 +397,7 @@ write_server_conf() {
 listen_addresses = '127.0.0.1'
 port = $PORT
 unix_socket_directories = $(conf_quote "$BASE_DIR")
-fsync = on
+fsync = $FSYNC
 max_connections = 200
 EOF
 }

@@ -37,7 +37,8 @@ if [[ -z ${DATABASE_URL:-} ]]; then
     fi
 
     # pg.sh prints progress on stderr and the URL as the last line of stdout.
-    start_output=$("$PG_SCRIPT" start)
+    # Test data need not survive a machine crash; see NEPXY_PG_FSYNC in pg.sh.
+    start_output=$(NEPXY_PG_FSYNC=${NEPXY_PG_FSYNC:-off} "$PG_SCRIPT" start)
     DATABASE_URL=${start_output##*$'\n'}
     export DATABASE_URL
     printf 'test.sh: running tests against %s\n' "$DATABASE_URL" >&2

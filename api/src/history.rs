@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use nepxy_ledger::payout::PayoutState;
-use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent};
+use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent, upcast};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -21,8 +21,8 @@ pub async fn payout_as_of(
         audit::aggregate_events_until(pool, Payout::TYPE, &payout_id.to_string(), as_of).await?;
     let mut payout = Payout::default();
     let mut updated_at = None;
-    for (payload, recorded_at) in rows {
-        let event: PayoutEvent = serde_json::from_str(&payload).map_err(|error| {
+    for (version, payload, recorded_at) in rows {
+        let event: PayoutEvent = upcast::decode(&version, &payload).map_err(|error| {
             ApiError::Internal(format!(
                 "stored event of payout {payout_id} is invalid: {error}"
             ))
@@ -46,8 +46,8 @@ pub async fn balances_as_of(
             continue;
         }
         let mut wallet = Wallet::default();
-        for (payload, _) in rows {
-            let event: WalletEvent = serde_json::from_str(&payload).map_err(|error| {
+        for (version, payload, _) in rows {
+            let event: WalletEvent = upcast::decode(&version, &payload).map_err(|error| {
                 ApiError::Internal(format!(
                     "stored event of wallet {wallet_id} is invalid: {error}"
                 ))

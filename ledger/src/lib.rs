@@ -16,6 +16,7 @@ pub mod msisdn;
 pub mod payout;
 pub mod posting;
 pub mod provider;
+pub mod upcast;
 pub mod wallet;
 
 pub use money::{Currency, Money, MoneyError};

@@ -46,6 +46,25 @@ impl Msisdn {
         &self.0
     }
 
+    /// The E.164 country calling code: 228 for `+22890123456`.
+    ///
+    /// Calling codes are prefix-free, so the first digits decide the length:
+    /// 1 and 7 have one digit, the two-digit codes are listed below, and every
+    /// other code has three (ITU-T E.164 assignments).
+    pub fn country_code(&self) -> u16 {
+        const TWO_DIGIT: &[u16] = &[
+            20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54,
+            55, 56, 57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98,
+        ];
+        let digits = self.digits();
+        let prefix = |length: usize| digits[..length].parse::<u16>().unwrap_or_default();
+        match prefix(1) {
+            first @ (1 | 7) => first,
+            _ if TWO_DIGIT.contains(&prefix(2)) => prefix(2),
+            _ => prefix(3),
+        }
+    }
+
     /// The digits without the `+`, as MTN MoMo expects a payee.
     pub fn digits(&self) -> &str {
         &self.0[1..]
@@ -118,5 +137,24 @@ mod tests {
         let msisdn = Msisdn::parse("+22890123456").expect("valid number");
         assert_eq!(msisdn.masked(), "+228******56");
         assert!(!format!("{msisdn:?}").contains("901234"));
+    }
+
+    #[test]
+    fn country_code_by_prefix_length() {
+        let cases = [
+            ("+22890123456", 228),
+            ("+233241234567", 233),
+            ("+2348031234567", 234),
+            ("+12025550123", 1),
+            ("+74951234567", 7),
+            ("+33612345678", 33),
+            ("+447911123456", 44),
+            ("+27821234567", 27),
+            ("+35312345678", 353),
+        ];
+        for (raw, code) in cases {
+            let msisdn = Msisdn::parse(raw).expect("valid number");
+            assert_eq!(msisdn.country_code(), code, "{raw}");
+        }
     }
 }

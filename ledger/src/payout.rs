@@ -122,6 +122,8 @@ pub struct ReportedAmount {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PayoutEvent {
+    /// Version 2 added `country_code`; [`crate::upcast`] derives it for
+    /// version 1 events from the recipient's number.
     PayoutRequested {
         payout_id: Uuid,
         client_id: Uuid,
@@ -129,6 +131,8 @@ pub enum PayoutEvent {
         currency: Currency,
         provider: Provider,
         recipient: Recipient,
+        /// The recipient's E.164 country calling code, for reports by corridor.
+        country_code: u16,
         reference: Option<String>,
         requested_at: DateTime<Utc>,
     },
@@ -181,7 +185,7 @@ impl DomainEvent for PayoutEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 
@@ -252,6 +256,7 @@ impl Payout {
                     amount_minor: money.amount_minor,
                     currency: money.currency,
                     provider,
+                    country_code: recipient.msisdn.country_code(),
                     recipient,
                     reference,
                     requested_at,
@@ -357,6 +362,7 @@ impl Aggregate for Payout {
             recipient,
             reference,
             requested_at,
+            ..
         } = event
         {
             self.state = Some(PayoutState {

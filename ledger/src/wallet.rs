@@ -183,7 +183,7 @@ impl DomainEvent for WalletEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }
 

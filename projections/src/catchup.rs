@@ -159,6 +159,7 @@ fn stored(event: AuditEvent) -> StoredEvent {
         aggregate_type: event.aggregate_type,
         aggregate_id: event.aggregate_id,
         sequence: event.sequence,
+        event_version: event.event_version,
         payload: event.payload.to_string(),
         metadata: event.metadata.to_string(),
         recorded_at: event.recorded_at,

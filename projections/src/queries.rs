@@ -17,6 +17,8 @@ pub struct PayoutRow {
     pub provider: String,
     pub msisdn: String,
     pub recipient_name: Option<String>,
+    /// NULL only in rows projected by a binary older than this column.
+    pub country_code: Option<i32>,
     pub reference: Option<String>,
     pub provider_ref: Option<String>,
     pub failure_code: Option<String>,
@@ -47,7 +49,7 @@ pub struct PayoutFilter {
 }
 
 const PAYOUT_COLUMNS: &str = "payout_id, client_id, status, amount_minor, currency, provider, msisdn, \
-     recipient_name, reference, provider_ref, failure_code, created_at, updated_at";
+     recipient_name, country_code, reference, provider_ref, failure_code, created_at, updated_at";
 
 pub async fn payout(pool: &PgPool, payout_id: Uuid) -> Result<Option<PayoutRow>, ProjectionError> {
     let row = sqlx::query_as::<_, PayoutRow>(&format!(

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use nepxy_ledger::metadata::EventMetadata;
-use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent};
+use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent, upcast};
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgPool};
 
@@ -38,6 +38,7 @@ pub(crate) struct StoredEvent {
     pub(crate) aggregate_type: String,
     pub(crate) aggregate_id: String,
     pub(crate) sequence: i64,
+    pub(crate) event_version: String,
     pub(crate) payload: String,
     pub(crate) metadata: String,
     pub(crate) recorded_at: DateTime<Utc>,
@@ -112,15 +113,17 @@ pub(crate) async fn project(
         "{} {} {}",
         event.aggregate_type, event.aggregate_id, event.sequence
     );
-    let corrupt =
-        |error: serde_json::Error| ProjectionError::Corrupt(format!("payload of {label}: {error}"));
+    let corrupt = |error: nepxy_ledger::upcast::UpcastError| {
+        ProjectionError::Corrupt(format!("payload of {label}: {error}"))
+    };
     match event.aggregate_type.as_str() {
         Wallet::TYPE => {
             let record = EventRecord {
                 aggregate_type: Wallet::TYPE,
                 aggregate_id: event.aggregate_id,
                 sequence: event.sequence,
-                event: serde_json::from_str::<WalletEvent>(&event.payload).map_err(corrupt)?,
+                event: upcast::decode::<WalletEvent>(&event.event_version, &event.payload)
+                    .map_err(corrupt)?,
                 metadata,
                 recorded_at: event.recorded_at,
             };
@@ -131,7 +134,8 @@ pub(crate) async fn project(
                 aggregate_type: Payout::TYPE,
                 aggregate_id: event.aggregate_id,
                 sequence: event.sequence,
-                event: serde_json::from_str::<PayoutEvent>(&event.payload).map_err(corrupt)?,
+                event: upcast::decode::<PayoutEvent>(&event.event_version, &event.payload)
+                    .map_err(corrupt)?,
                 metadata,
                 recorded_at: event.recorded_at,
             };
@@ -172,7 +176,8 @@ pub async fn rebuild(
     let mut after = (String::new(), String::new(), 0_i64);
     let result = loop {
         let page = sqlx::query_as::<_, StoredEvent>(
-            "SELECT aggregate_type, aggregate_id, sequence, payload::text AS payload, metadata::text AS metadata, recorded_at \
+            "SELECT aggregate_type, aggregate_id, sequence, event_version, payload::text AS payload, \
+                    metadata::text AS metadata, recorded_at \
              FROM public.events WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
              ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
         )
@@ -264,7 +269,7 @@ pub async fn swap(pool: &PgPool, tables: &[&'static str]) -> Result<String, Proj
         .execute(&mut *tx)
         .await?;
     let missing = sqlx::query_as::<_, StoredEvent>(&format!(
-        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.payload::text AS payload, \
+        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_version, e.payload::text AS payload, \
                 e.metadata::text AS metadata, e.recorded_at \
          FROM public.events e \
          LEFT JOIN {SHADOW}.event_history h USING (aggregate_type, aggregate_id, sequence) \

@@ -182,6 +182,7 @@ impl Projected for Payout {
                 currency,
                 provider,
                 recipient,
+                country_code,
                 reference,
                 requested_at,
                 ..
@@ -189,8 +190,8 @@ impl Projected for Payout {
                 client_id = Some(*owner);
                 sqlx::query(
                     "INSERT INTO payouts (payout_id, client_id, status, amount_minor, currency, provider, \
-                         msisdn, recipient_name, reference, created_at, updated_at, last_sequence) \
-                     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         msisdn, recipient_name, reference, created_at, updated_at, last_sequence, country_code) \
+                     VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (payout_id) DO NOTHING",
                 )
                 .bind(payout_id)
@@ -204,6 +205,7 @@ impl Projected for Payout {
                 .bind(requested_at)
                 .bind(record.recorded_at)
                 .bind(record.sequence)
+                .bind(i32::from(*country_code))
                 .execute(&mut *conn)
                 .await?;
                 // The dispatcher's outbox row commits with the event.

@@ -98,6 +98,7 @@ pub fn payout_json(state: &PayoutState, updated_at: DateTime<Utc>) -> Value {
         "recipient": {
             "msisdn": state.recipient.msisdn.as_str(),
             "name": state.recipient.name,
+            "country_code": state.recipient.msisdn.country_code(),
         },
         "reference": state.reference,
         "provider_ref": state.provider_ref,
@@ -119,6 +120,7 @@ pub fn payout_row_json(row: &nepxy_projections::queries::PayoutRow) -> Value {
         "recipient": {
             "msisdn": row.msisdn,
             "name": row.recipient_name,
+            "country_code": row.country_code,
         },
         "reference": row.reference,
         "provider_ref": row.provider_ref,

@@ -115,6 +115,8 @@ struct PayoutSnapshot {
     provider: String,
     msisdn: String,
     recipient_name: Option<String>,
+    /// Absent from notifications queued before the column existed.
+    country_code: Option<i32>,
     reference: Option<String>,
     provider_ref: Option<String>,
     failure_code: Option<String>,
@@ -133,6 +135,7 @@ impl From<PayoutSnapshot> for PayoutRow {
             provider: snapshot.provider,
             msisdn: snapshot.msisdn,
             recipient_name: snapshot.recipient_name,
+            country_code: snapshot.country_code,
             reference: snapshot.reference,
             provider_ref: snapshot.provider_ref,
             failure_code: snapshot.failure_code,

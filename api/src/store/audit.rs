@@ -15,9 +15,9 @@ pub async fn aggregate_events_until(
     aggregate_type: &str,
     aggregate_id: &str,
     as_of: DateTime<Utc>,
-) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-    let rows = sqlx::query_as::<_, (String, DateTime<Utc>)>(
-        "SELECT payload::text, recorded_at FROM events \
+) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError> {
+    let rows = sqlx::query_as::<_, (String, String, DateTime<Utc>)>(
+        "SELECT event_version, payload::text, recorded_at FROM events \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND recorded_at <= $3 \
          ORDER BY sequence",
     )

@@ -10,6 +10,7 @@
 
 use cqrs_es::{Aggregate, DomainEvent};
 use nepxy_ledger::metadata::EventMetadata;
+use nepxy_ledger::upcast;
 use nepxy_projections::{EventRecord, Projected};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -109,8 +110,8 @@ impl UnitOfWork {
             None => (A::default(), 0),
         };
 
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT sequence, payload::text FROM events \
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT sequence, event_version, payload::text FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
              ORDER BY sequence",
         )
@@ -121,8 +122,8 @@ impl UnitOfWork {
         .await?;
 
         let mut sequence = snapshot_sequence;
-        for (event_sequence, payload) in rows {
-            aggregate.apply(serde_json::from_str::<A::Event>(&payload)?);
+        for (event_sequence, version, payload) in rows {
+            aggregate.apply(upcast::decode::<A::Event>(&version, &payload)?);
             sequence = event_sequence;
         }
         Ok(Loaded {

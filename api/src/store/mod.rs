@@ -28,6 +28,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<nepxy_ledger::upcast::UpcastError> for StoreError {
+    fn from(error: nepxy_ledger::upcast::UpcastError) -> Self {
+        StoreError::Corrupt(format!("stored event: {error}"))
+    }
+}
+
 impl From<nepxy_projections::ProjectionError> for StoreError {
     fn from(error: nepxy_projections::ProjectionError) -> Self {
         match error {

@@ -232,7 +232,7 @@ async fn audit_feed_pages_with_metadata() {
         payout_event["metadata"]["request_id"].is_string(),
         "request id recorded"
     );
-    assert_eq!(payout_event["event_version"], "1");
+    assert_eq!(payout_event["event_version"], "2");
 
     let filtered = app
         .get("/v1/audit/events?event_type=FundsReserved", &auditor.token)

@@ -103,7 +103,7 @@ async fn created_payout_reads_back() {
     assert_eq!(created["provider"], "tmoney", "provider");
     assert_eq!(
         created["recipient"],
-        json!({ "msisdn": "+22890123456", "name": "Kossi Mensah" }),
+        json!({ "msisdn": "+22890123456", "name": "Kossi Mensah", "country_code": 228 }),
         "recipient"
     );
     assert_eq!(created["reference"], "invoice 42", "reference");
