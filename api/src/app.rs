@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::routes::{accounts, admin, audit, auth, health, notifications, payouts, webhooks};
 use crate::state::AppState;
-use crate::{prometheus, request_id};
+use crate::{openapi, prometheus, request_id};
 
 /// Longest wait for a pooled database connection before a request fails
 /// with 503.
@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(prometheus::render))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/admin/bootstrap", post(admin::bootstrap))
         .route("/v1/admin/clients", post(admin::create_client))
         .route("/v1/auth/token", post(auth::token))

@@ -88,6 +88,36 @@ impl ApiError {
         }
     }
 
+    /// One error of each problem type, for the OpenAPI document. A new
+    /// variant fails to compile in the test below until it is listed here.
+    pub fn catalogue() -> Vec<ApiError> {
+        let detail = String::new;
+        vec![
+            ApiError::BadRequest { detail: detail() },
+            ApiError::validation("", ""),
+            ApiError::InsufficientFunds { detail: detail() },
+            ApiError::IdempotencyKeyReused,
+            ApiError::Conflict { detail: detail() },
+            ApiError::Unauthorized { detail: detail() },
+            ApiError::Forbidden { detail: detail() },
+            ApiError::NotFound { detail: detail() },
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge { limit_bytes: 0 },
+            ApiError::UnsupportedMediaType { detail: detail() },
+            ApiError::Unavailable { detail: detail() },
+            ApiError::ProviderDisabled {
+                provider: nepxy_ledger::Provider::Tmoney,
+            },
+            ApiError::Maintenance,
+            ApiError::Internal(detail()),
+        ]
+    }
+
+    /// The problem type, title and HTTP status of this error.
+    pub fn describe(&self) -> (&'static str, &'static str, u16) {
+        (self.problem_type(), self.title(), self.status().as_u16())
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -255,4 +285,49 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Position of each problem type; the match is exhaustive, so a new
+    /// variant does not compile until it has a position and a catalogue entry.
+    fn position(error: &ApiError) -> usize {
+        match error {
+            ApiError::BadRequest { .. } => 0,
+            ApiError::Validation { .. } => 1,
+            ApiError::InsufficientFunds { .. } => 2,
+            ApiError::IdempotencyKeyReused => 3,
+            ApiError::Conflict { .. } | ApiError::WriteConflict { .. } => 4,
+            ApiError::Unauthorized { .. } => 5,
+            ApiError::Forbidden { .. } => 6,
+            ApiError::NotFound { .. } => 7,
+            ApiError::MethodNotAllowed => 8,
+            ApiError::PayloadTooLarge { .. } => 9,
+            ApiError::UnsupportedMediaType { .. } => 10,
+            ApiError::Unavailable { .. } => 11,
+            ApiError::ProviderDisabled { .. } => 12,
+            ApiError::Maintenance => 13,
+            ApiError::Internal(_) => 14,
+        }
+    }
+
+    #[test]
+    fn catalogue_covers_every_problem_type() {
+        let mut positions: Vec<usize> = ApiError::catalogue().iter().map(position).collect();
+        positions.sort_unstable();
+        assert_eq!(positions, (0..15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn catalogue_types_are_distinct() {
+        let mut types: Vec<&str> = ApiError::catalogue()
+            .iter()
+            .map(|error| error.describe().0)
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), ApiError::catalogue().len());
+    }
 }

@@ -24,6 +24,7 @@ pub mod extract;
 pub mod history;
 pub mod input;
 pub mod notifications;
+pub mod openapi;
 pub mod prometheus;
 pub mod providers;
 pub mod request_id;

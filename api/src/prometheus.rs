@@ -151,6 +151,13 @@ pub fn provider_attempt(provider: &str, outcome: &str) {
 }
 
 /// GET /metrics: the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics in text format",
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"))
+)]
 pub async fn render(State(state): State<AppState>) -> Response {
     metrics::gauge!(PROJECTION_LAG)
         .set(state.projection_lag_seconds.load(Ordering::Relaxed) as f64);

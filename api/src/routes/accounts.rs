@@ -18,10 +18,14 @@ use crate::routes::payouts::AsOfQuery;
 use crate::state::AppState;
 use crate::store::clients;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepositBody {
+    /// Amount in the currency's minor unit, a positive integer.
+    #[schema(value_type = i64, required = true)]
     amount: Option<Value>,
+    /// ISO 4217 code.
+    #[schema(required = true)]
     currency: Option<String>,
 }
 
@@ -30,6 +34,16 @@ fn parse_client_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// POST /v1/accounts/{client_id}/deposits: funds a client's wallet.
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{client_id}/deposits",
+    tag = "accounts",
+    summary = "Fund a client wallet (admin, operator)",
+    params(("client_id" = Uuid, Path, description = "The client whose wallet is funded"), ("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored answer")),
+    request_body = DepositBody,
+    responses((status = 201, description = "The deposit", body = Object), (status = 200, description = "Replay of a stored answer", body = Object), (status = 422, description = "Invalid field", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The key is in use by a request still running", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Maintenance", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn deposit(
     State(state): State<AppState>,
     principal: Principal,
@@ -63,6 +77,15 @@ pub async fn deposit(
 }
 
 /// GET /v1/accounts/{client_id}/balance: available and held per currency.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{client_id}/balance",
+    tag = "accounts",
+    summary = "Available and held amounts per currency",
+    params(("client_id" = Uuid, Path, description = "The client"), ("as_of" = Option<String>, Query, description = "RFC 3339 time: the state rebuilt from the events recorded up to then")),
+    responses((status = 200, description = "Balances per currency", body = Object), (status = 404, description = "Unknown client, or another client's balance", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid as_of", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn balance(
     State(state): State<AppState>,
     principal: Principal,

@@ -24,6 +24,20 @@ pub struct BootstrapBody {
 }
 
 /// POST /v1/admin/bootstrap: creates the first admin.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/bootstrap",
+    tag = "admin",
+    summary = "Create the first admin with BOOTSTRAP_ADMIN_SECRET",
+    params(("X-Bootstrap-Secret" = String, Header, description = "The value of BOOTSTRAP_ADMIN_SECRET")),
+    request_body(content = Object, description = "Optional name"),
+    responses(
+        (status = 201, description = "The admin client with its secret, shown once", body = Object),
+        (status = 401, description = "Wrong secret", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "BOOTSTRAP_ADMIN_SECRET is unset", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin already exists", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn bootstrap(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -83,6 +97,20 @@ pub struct NewClientBody {
 }
 
 /// POST /v1/admin/clients: creates a client; its secret is shown only here.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/clients",
+    tag = "admin",
+    summary = "Create a client with role client, auditor, operator or admin (admin)",
+    request_body(content = Object, description = "name and role"),
+    responses(
+        (status = 201, description = "The client with its secret, shown once", body = Object),
+        (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = crate::openapi::Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create_client(
     State(state): State<AppState>,
     principal: Principal,

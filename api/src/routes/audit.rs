@@ -33,6 +33,15 @@ pub struct EventsQuery {
 
 /// GET /v1/audit/events: every event in a global order that never skips or
 /// repeats one, even while writes continue.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    tag = "audit",
+    summary = "Every event in global order with metadata (auditor, admin)",
+    params(("aggregate_type" = Option<String>, Query, description = "Wallet or Payout"), ("aggregate_id" = Option<String>, Query, description = "One aggregate"), ("event_type" = Option<String>, Query, description = "One event type"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "A page of events and next_cursor", body = Object), (status = 422, description = "Invalid filter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn events(
     State(state): State<AppState>,
     principal: Principal,
@@ -74,6 +83,15 @@ pub async fn events(
 
 /// GET /v1/audit/payouts/{id}/history: one payout's events with the webhook
 /// deliveries that caused them.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/payouts/{id}/history",
+    tag = "audit",
+    summary = "One payout's events with the webhooks that caused them",
+    params(("id" = Uuid, Path, description = "Payout id")),
+    responses((status = 200, description = "The events and deliveries", body = Object), (status = 404, description = "Unknown payout", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn payout_history(
     State(state): State<AppState>,
     principal: Principal,

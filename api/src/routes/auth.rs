@@ -20,6 +20,18 @@ pub struct TokenBody {
 }
 
 /// POST /v1/auth/token: exchanges client credentials for an access token.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/token",
+    tag = "auth",
+    summary = "Exchange client credentials for an access token",
+    request_body(content = Object, description = "grant_type, client_id, client_secret"),
+    responses(
+        (status = 200, description = "access_token, token_type, expires_in", body = Object),
+        (status = 401, description = "Unknown client or wrong secret", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = crate::openapi::Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn token(
     State(state): State<AppState>,
     body: JsonBody<TokenBody>,

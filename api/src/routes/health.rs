@@ -11,6 +11,13 @@ use crate::state::AppState;
 /// Longest wait for the database before /health reports it unavailable.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Database reachability, maintenance, projection lag and version",
+    responses((status = 200, description = "The service and its database are up", body = Object), (status = 503, description = "The database is unreachable", body = Object))
+)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let check = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool);
     let database_ok = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, check).await {

@@ -37,15 +37,26 @@ const MAX_DESCRIPTION_CHARS: usize = 200;
 /// Statuses a notification can have, for the list filter.
 const STATUSES: [&str; 4] = ["pending", "delivered", "failed", "disabled"];
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointBody {
+    /// https URL in prod; loopback http is allowed in dev and test.
+    #[schema(required = true)]
     url: Option<String>,
     description: Option<String>,
 }
 
 /// POST /v1/notification-endpoints: registers a URL and returns its signing
 /// secret, the only time the secret is shown.
+#[utoipa::path(
+    post,
+    path = "/v1/notification-endpoints",
+    tag = "notifications",
+    summary = "Register an endpoint; the signing secret is shown once (client)",
+    request_body = EndpointBody,
+    responses((status = 201, description = "The endpoint with its whsec_ secret", body = Object), (status = 422, description = "Invalid or unsafe URL", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,6 +104,15 @@ pub struct PageQuery {
 
 /// GET /v1/notification-endpoints: the caller's endpoints, newest first,
 /// without secrets.
+#[utoipa::path(
+    get,
+    path = "/v1/notification-endpoints",
+    tag = "notifications",
+    summary = "The client's endpoints",
+    params(("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "A page of endpoints", body = Object), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +135,15 @@ pub async fn list_endpoints(
 
 /// DELETE /v1/notification-endpoints/{id}: the endpoint gets no new
 /// notifications, and its pending ones are disabled.
+#[utoipa::path(
+    delete,
+    path = "/v1/notification-endpoints/{id}",
+    tag = "notifications",
+    summary = "Remove an endpoint",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "Unknown endpoint", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     principal: Principal,
@@ -131,6 +160,15 @@ pub async fn delete_endpoint(
 
 /// POST /v1/notification-endpoints/{id}/rotate-secret: returns a new secret.
 /// The old one keeps signing next to it until `previous_secret_expires_at`.
+#[utoipa::path(
+    post,
+    path = "/v1/notification-endpoints/{id}/rotate-secret",
+    tag = "notifications",
+    summary = "New signing secret; the old one still signs for the overlap window",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    responses((status = 200, description = "The new secret, shown once", body = Object), (status = 404, description = "Unknown endpoint", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -167,6 +205,15 @@ pub struct NotificationQuery {
 
 /// GET /v1/notifications: the caller's notifications newest first, each
 /// with its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "notifications",
+    summary = "Notifications with their delivery attempts",
+    params(("payout_id" = Option<Uuid>, Query, description = "One payout"), ("endpoint_id" = Option<Uuid>, Query, description = "One endpoint"), ("status" = Option<String>, Query, description = "Delivery status"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "A page of notifications", body = Object), (status = 422, description = "Invalid filter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn list_notifications(
     State(state): State<AppState>,
     principal: Principal,
@@ -217,6 +264,15 @@ pub async fn list_notifications(
 
 /// POST /v1/notifications/{id}/redeliver: schedules another delivery now,
 /// under the same id, with a new retry window.
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/{id}/redeliver",
+    tag = "notifications",
+    summary = "Send a notification again under the same webhook-id",
+    params(("id" = Uuid, Path, description = "Notification id")),
+    responses((status = 202, description = "Queued", body = Object), (status = 404, description = "Unknown notification", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn redeliver(
     State(state): State<AppState>,
     principal: Principal,

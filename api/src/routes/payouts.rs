@@ -23,19 +23,28 @@ use crate::state::AppState;
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayoutBody {
+    /// Amount in the currency's minor unit, a positive integer.
+    #[schema(value_type = i64, required = true)]
     amount: Option<Value>,
+    /// ISO 4217 code: XOF, XAF, GHS, NGN, EUR or USD.
+    #[schema(required = true)]
     currency: Option<String>,
+    /// tmoney, thunes or momo.
+    #[schema(required = true)]
     provider: Option<String>,
+    #[schema(required = true)]
     recipient: Option<RecipientBody>,
     reference: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientBody {
+    /// E.164 number, e.g. +22890123456.
+    #[schema(required = true)]
     msisdn: Option<String>,
     name: Option<String>,
 }
@@ -64,6 +73,16 @@ impl PayoutBody {
 }
 
 /// POST /v1/payouts: reserves the amount and creates a pending payout.
+#[utoipa::path(
+    post,
+    path = "/v1/payouts",
+    tag = "payouts",
+    summary = "Reserve funds and create a pending payout (client)",
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored answer")),
+    request_body = PayoutBody,
+    responses((status = 201, description = "The payout; a repeat with the same key returns the stored answer with Idempotent-Replayed: true", body = Object), (status = 400, description = "Missing Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The key is in use by a request still running", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, insufficient funds, or a key reused with another body", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Maintenance, or the provider is switched off", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -94,6 +113,15 @@ pub async fn create(
 /// GET /v1/payouts/{id}
 /// GET /v1/payouts/{id}; with `?as_of=` (RFC 3339) the payout as it was then,
 /// rebuilt from its events.
+#[utoipa::path(
+    get,
+    path = "/v1/payouts/{id}",
+    tag = "payouts",
+    summary = "One payout, now or as of a past moment",
+    params(("id" = Uuid, Path, description = "Payout id"), ("as_of" = Option<String>, Query, description = "RFC 3339 time: the state rebuilt from the events recorded up to then")),
+    responses((status = 200, description = "The payout", body = Object), (status = 404, description = "Unknown payout, or another client's", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid as_of", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -148,6 +176,15 @@ pub struct ListQuery {
 }
 
 /// GET /v1/payouts: newest first, with a status filter and cursor pages.
+#[utoipa::path(
+    get,
+    path = "/v1/payouts",
+    tag = "payouts",
+    summary = "Payouts newest first, with cursor pages",
+    params(("status" = Option<String>, Query, description = "pending, submitted, succeeded, failed or reversed"), ("client_id" = Option<Uuid>, Query, description = "Auditors and admins: one client's payouts"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "{\"items\": [...], \"next_cursor\": ...}", body = Object), (status = 422, description = "Invalid filter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -46,6 +46,14 @@ const VERDICTS: [&str; 12] = [
 ];
 
 /// POST /v1/webhooks/{provider} for tmoney and thunes.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{target}",
+    tag = "webhooks",
+    summary = "Provider status report (tmoney, thunes), signed",
+    params(("target" = String, Path, description = "tmoney or thunes")),
+    responses((status = 200, description = "Stored and processed; the body names the verdict", body = Object), (status = 202, description = "Stored during maintenance, applied after it", body = Object), (status = 401, description = "Signature, timestamp or nonce rejected; the delivery is stored", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 404, description = "Unknown provider", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn receive(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -68,6 +76,14 @@ pub async fn receive(
 }
 
 /// POST or PUT /v1/webhooks/momo/{callback_token}.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/momo/{callback_token}",
+    tag = "webhooks",
+    summary = "MTN MoMo callback, confirmed with MoMo's status endpoint (PUT is accepted too)",
+    params(("callback_token" = String, Path, description = "The payout's callback token")),
+    responses((status = 200, description = "Stored and processed", body = Object), (status = 202, description = "Stored during maintenance", body = Object), (status = 401, description = "Unknown callback token; the delivery is stored", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = crate::openapi::Problem, content_type = "application/problem+json"))
+)]
 pub async fn receive_momo(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -175,6 +191,15 @@ pub struct ListQuery {
 }
 
 /// GET /v1/webhooks: stored deliveries, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    summary = "Stored deliveries (operator, auditor)",
+    params(("verdict" = Option<String>, Query, description = "e.g. applied, rejected, dead"), ("provider" = Option<String>, Query, description = "tmoney, thunes or momo"), ("from" = Option<String>, Query, description = "RFC 3339, inclusive"), ("to" = Option<String>, Query, description = "RFC 3339, exclusive"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Page size")),
+    responses((status = 200, description = "A page of deliveries", body = Object), (status = 422, description = "Invalid filter", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -235,6 +260,15 @@ pub async fn list(
 }
 
 /// GET /v1/webhooks/{id}: one stored delivery with its raw body.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{target}",
+    tag = "webhooks",
+    summary = "One stored delivery with its raw body and headers",
+    params(("target" = Uuid, Path, description = "Delivery id")),
+    responses((status = 200, description = "The delivery", body = Object), (status = 404, description = "Unknown delivery", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -249,14 +283,26 @@ pub async fn show(
     Ok(Json(delivery_json(&row)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
+    /// Why the delivery is replayed; recorded with the events.
+    #[schema(required = true)]
     reason: Option<String>,
     dry_run: Option<bool>,
 }
 
 /// POST /v1/webhooks/{id}/replay: re-applies one stored delivery.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{target}/replay",
+    tag = "webhooks",
+    summary = "Re-apply a stored delivery (operator, admin)",
+    params(("target" = Uuid, Path, description = "Delivery id")),
+    request_body = ReplayBody,
+    responses((status = 200, description = "The replay's verdict", body = Object), (status = 404, description = "Unknown delivery", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Missing reason", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
 pub async fn replay(
     State(state): State<AppState>,
     principal: Principal,

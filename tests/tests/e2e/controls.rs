@@ -496,6 +496,26 @@ async fn prod_debug_paths_are_unknown_routes() {
 }
 
 #[tokio::test]
+async fn prod_openapi_lists_no_debug_route() {
+    let app = spawn_prod_app(&[]).await;
+    let reply = app
+        .send(Method::GET, "/openapi.json", None, &[], None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let paths = reply.body["paths"].as_object().expect("paths object");
+    assert!(paths.contains_key("/v1/payouts"), "{paths:?}");
+    assert!(paths.contains_key("/v1/webhooks/momo/{callback_token}"));
+    for path in paths.keys() {
+        assert!(
+            !path.to_ascii_lowercase().contains("debug"),
+            "{path} is in the prod OpenAPI document"
+        );
+    }
+    let text = reply.body.to_string();
+    assert!(!text.contains("/debug/"), "a debug route is mentioned");
+}
+
+#[tokio::test]
 async fn prod_ignores_staging_gate_key() {
     let app = spawn_prod_app(&[("STAGING_GATE_KEY", GATE_KEY)]).await;
     let admin = app.bootstrap_admin().await;
