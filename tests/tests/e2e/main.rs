@@ -10,6 +10,7 @@ mod controls;
 mod deployment;
 mod dispatch;
 mod event_store;
+mod faults;
 mod idempotency;
 mod migrations;
 mod notifications;
