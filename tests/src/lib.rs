@@ -890,6 +890,7 @@ pub fn webhook_id_of(reply: &Reply) -> Uuid {
         .expect("webhook_id is a UUID")
 }
 pub mod faults;
+pub mod fuzzing;
 pub mod sandbox;
 
 /// Dispatcher settings for tests: short waits so a payout goes from

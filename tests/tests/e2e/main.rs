@@ -11,6 +11,7 @@ mod deployment;
 mod dispatch;
 mod event_store;
 mod faults;
+mod fuzz_corpus;
 mod idempotency;
 mod migrations;
 mod notifications;
