@@ -1,6 +1,7 @@
 //! Configuration from environment variables, validated once at startup.
 
 use std::env;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use nepxy_ledger::Provider;
@@ -118,6 +119,8 @@ impl WebhookSecrets {
 #[derive(Clone)]
 pub struct Config {
     pub app_env: AppEnv,
+    /// Address the service listens on; `0.0.0.0` unless BIND_ADDRESS is set.
+    pub bind_address: IpAddr,
     pub port: u16,
     pub database_url: String,
     pub database_max_connections: u32,
@@ -161,6 +164,15 @@ impl Config {
         let app_env = AppEnv::from_name(get("APP_ENV").as_deref(), &mut problems);
 
         let port = parse_number(&get, "PORT", DEFAULT_PORT, &mut problems);
+        let bind_address = match get("BIND_ADDRESS") {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
+                problems.push(
+                    "BIND_ADDRESS must be an IP address such as 0.0.0.0 or 127.0.0.1".to_owned(),
+                );
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            }),
+        };
         let database_url = get("DATABASE_URL").unwrap_or_else(|| {
             problems.push("DATABASE_URL is missing; set it to a postgres:// URL".to_owned());
             String::new()
@@ -273,6 +285,7 @@ impl Config {
         }
         Ok(Config {
             app_env,
+            bind_address,
             port,
             database_url,
             database_max_connections,
@@ -379,7 +392,28 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(config.port, 8001);
+        assert_eq!(config.bind_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(config.app_env, AppEnv::Dev);
         assert_eq!(config.jwt.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn bind_address_is_parsed() {
+        let valid = [
+            ("DATABASE_URL", "postgres://x"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ];
+        let mut loopback = valid.to_vec();
+        loopback.push(("BIND_ADDRESS", "127.0.0.1"));
+        let config = config_from(&loopback).expect("valid");
+        assert_eq!(config.bind_address, IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+        let mut invalid = valid.to_vec();
+        invalid.push(("BIND_ADDRESS", "localhost:80"));
+        let message = config_from(&invalid).err().expect("must fail").to_string();
+        assert!(
+            message.contains("BIND_ADDRESS must be an IP address"),
+            "{message}"
+        );
     }
 }

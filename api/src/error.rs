@@ -276,15 +276,20 @@ impl From<nepxy_projections::ProjectionError> for ApiError {
 }
 
 /// Whether a database error means the database cannot be reached, as opposed
-/// to a failed statement.
+/// to a failed statement. A server that is shutting down or starting ends
+/// or refuses sessions with SQLSTATE class 08 (connection exception) or
+/// 57P01 to 57P03 (admin shutdown, crash shutdown, cannot connect now).
 fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-    )
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

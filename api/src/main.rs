@@ -1,4 +1,4 @@
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +81,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
+    let address = SocketAddr::from((config.bind_address, config.port));
     let listener = TcpListener::bind(address).await?;
     tracing::info!(
         address = %listener.local_addr()?,

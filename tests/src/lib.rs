@@ -889,6 +889,8 @@ pub fn webhook_id_of(reply: &Reply) -> Uuid {
         .parse()
         .expect("webhook_id is a UUID")
 }
+pub mod faults;
+pub mod fuzzing;
 pub mod sandbox;
 
 /// Dispatcher settings for tests: short waits so a payout goes from

@@ -81,6 +81,7 @@ pub fn redacted_config(config: &Config, maintenance_on: bool) -> Value {
     };
     let settings = json!({
         "APP_ENV": config.app_env.as_str(),
+        "BIND_ADDRESS": config.bind_address.to_string(),
         "PORT": config.port,
         "DATABASE_MAX_CONNECTIONS": config.database_max_connections,
         "JWT_ISSUER": config.jwt.issuer,

@@ -72,6 +72,13 @@ impl PayoutBody {
     }
 }
 
+/// Parses and validates a POST /v1/payouts body as the route does, without
+/// the idempotency fingerprint. Exposed for the fuzz targets.
+pub fn parse_payout_body(bytes: &[u8], max_amount_minor: i64) -> Result<NewPayout, ApiError> {
+    let JsonBody { parsed, .. } = crate::extract::parse_json::<PayoutBody>(bytes)?;
+    parsed.validate(max_amount_minor)
+}
+
 /// POST /v1/payouts: reserves the amount and creates a pending payout.
 #[utoipa::path(
     post,

@@ -10,6 +10,8 @@ mod controls;
 mod deployment;
 mod dispatch;
 mod event_store;
+mod faults;
+mod fuzz_corpus;
 mod idempotency;
 mod migrations;
 mod notifications;
