@@ -26,6 +26,7 @@ pub mod input;
 pub mod notifications;
 pub mod providers;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 pub mod state;
 pub mod store;
