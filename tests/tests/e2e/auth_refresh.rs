@@ -67,7 +67,7 @@ fn text<'a>(body: &'a Value, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{field} missing from {body}"))
 }
 
-/// The claims of a token, read without checking its signature.
+/// Decodes the claims of a token without checking its signature.
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("JWT payload");
     let bytes = URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
@@ -372,7 +372,7 @@ async fn revoke_by_jti() {
         StatusCode::UNAUTHORIZED
     );
 
-    // Revoking again changes nothing and still answers 200.
+    // Revoking again changes nothing and still returns 200.
     let reply = revoke(&app, &admin.token, &json!({ "jti": jti_of(&other.token) })).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.body["access_tokens_revoked"], 0);
@@ -654,7 +654,7 @@ async fn lifetime_above_maximum_is_rejected() {
     );
 }
 
-/// The Client events of one aggregate, as an auditor reads them.
+/// Reads the Client events of one aggregate as an auditor.
 async fn client_events(app: &TestApp, auditor: &Caller, client_id: Uuid) -> Vec<Value> {
     let reply = app
         .get(
