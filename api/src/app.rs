@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/bootstrap", post(admin::bootstrap))
         .route("/v1/admin/clients", post(admin::create_client))
         .route("/v1/auth/token", post(auth::token))
+        .route("/v1/auth/revoke", post(auth::revoke))
         .route("/v1/accounts/{client_id}/deposits", post(accounts::deposit))
         .route("/v1/accounts/{client_id}/balance", get(accounts::balance))
         .route("/v1/payouts", post(payouts::create).get(payouts::list))

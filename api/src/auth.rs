@@ -23,6 +23,10 @@ use crate::state::AppState;
 const CLIENT_SECRET_PREFIX: &str = "nxs_";
 /// Random bytes in a client secret.
 const CLIENT_SECRET_BYTES: usize = 32;
+/// Prefix of refresh tokens, so a leaked one is easy to recognize in a scan.
+const REFRESH_TOKEN_PREFIX: &str = "nxr_";
+/// Random bytes in a refresh token (256 bits).
+const REFRESH_TOKEN_BYTES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,6 +74,13 @@ pub fn generate_client_secret() -> String {
     format!("{CLIENT_SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Generates a refresh token, which is returned once to the client and
+/// stored only as [`hash_secret`].
+pub fn generate_refresh_token() -> String {
+    let bytes: [u8; REFRESH_TOKEN_BYTES] = rand::random();
+    format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// SHA-256 of a secret. Client secrets carry 256 random bits, so a fast hash
 /// is enough: there is no dictionary to search.
 pub fn hash_secret(secret: &str) -> Vec<u8> {
@@ -95,6 +106,9 @@ pub struct Claims {
     pub iat: i64,
     pub jti: String,
     pub role: Role,
+    /// The refresh token family the token was issued from, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<Uuid>,
 }
 
 /// Signs and verifies access tokens.
@@ -103,34 +117,57 @@ pub struct Tokens {
     config: JwtConfig,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// JWT_SECRET_OLD, tried only when JWT_SECRET does not verify a signature.
+    previous_decoding: Option<DecodingKey>,
 }
 
 pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: u64,
+    pub jti: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
 }
 
 impl Tokens {
-    /// Fails when the secret is unusable as an HMAC key (empty).
+    /// Fails when a secret is unusable as an HMAC key (empty).
     pub fn new(config: JwtConfig) -> Result<Self, jsonwebtoken::errors::Error> {
+        let previous_decoding = config
+            .previous_secret
+            .as_deref()
+            .map(DecodingKey::from_secret)
+            .transpose()?;
         Ok(Tokens {
             encoding: EncodingKey::from_secret(&config.secret)?,
             decoding: DecodingKey::from_secret(&config.secret)?,
+            previous_decoding,
             config,
         })
     }
 
-    pub fn issue(&self, client_id: Uuid, role: Role) -> Result<IssuedToken, ApiError> {
+    pub fn refresh_token_ttl(&self) -> std::time::Duration {
+        self.config.refresh_token_ttl
+    }
+
+    /// Signs an access token with JWT_SECRET, never with JWT_SECRET_OLD.
+    pub fn issue(
+        &self,
+        client_id: Uuid,
+        role: Role,
+        family_id: Option<Uuid>,
+    ) -> Result<IssuedToken, ApiError> {
         let now = Utc::now().timestamp();
         let expires_in = self.config.access_token_ttl.as_secs();
+        let jti = Uuid::new_v4().to_string();
         let claims = Claims {
             iss: self.config.issuer.clone(),
             aud: self.config.audience.clone(),
             sub: client_id.to_string(),
             exp: now + expires_in as i64,
             iat: now,
-            jti: Uuid::new_v4().to_string(),
+            jti: jti.clone(),
             role,
+            fid: family_id,
         };
         let access_token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(
@@ -139,10 +176,15 @@ impl Tokens {
         Ok(IssuedToken {
             access_token,
             expires_in,
+            jti,
+            issued_at: claims.iat,
+            expires_at: claims.exp,
         })
     }
 
     /// Verifies signature, algorithm, issuer, audience, expiry and issue time.
+    /// The signature is checked with JWT_SECRET and, when that fails and
+    /// JWT_SECRET_OLD is set, with JWT_SECRET_OLD.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
@@ -151,15 +193,27 @@ impl Tokens {
         validation.set_required_spec_claims(&["exp", "iat", "sub", "aud", "iss"]);
         validation.leeway = self.config.leeway_seconds;
 
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
-            |error| {
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation);
+        if let (Err(error), Some(previous)) = (&decoded, &self.previous_decoding)
+            && matches!(
+                error.kind(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature
+            )
+        {
+            decoded = jsonwebtoken::decode::<Claims>(token, previous, &validation);
+            if decoded.is_ok() {
+                metrics::counter!("auth_tokens_verified_with_old_secret_total").increment(1);
+            }
+        }
+        let claims = decoded
+            .map_err(|error| {
                 tracing::info!(error = %error, "access token rejected");
+                metrics::counter!("auth_tokens_rejected_total", "reason" => "invalid").increment(1);
                 ApiError::unauthorized(
                     "the access token is invalid or expired; request a new one at /v1/auth/token",
                 )
-            },
-        )?;
-        let claims = data.claims;
+            })?
+            .claims;
 
         // jsonwebtoken does not check `iat`: reject tokens issued in the future
         // or living longer than this service ever issues.
@@ -167,6 +221,7 @@ impl Tokens {
         let leeway = self.config.leeway_seconds as i64;
         let max_lifetime = self.config.access_token_ttl.as_secs() as i64;
         if claims.iat > now + leeway || claims.exp - claims.iat > max_lifetime + leeway {
+            metrics::counter!("auth_tokens_rejected_total", "reason" => "lifetime").increment(1);
             return Err(ApiError::unauthorized(
                 "the access token has an invalid lifetime; request a new one at /v1/auth/token",
             ));
@@ -175,11 +230,13 @@ impl Tokens {
     }
 }
 
-/// The caller, as proven by a valid access token.
+/// The caller, as proven by a valid access token that is not revoked.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub client_id: Uuid,
     pub role: Role,
+    /// The access token's id (`jti` claim).
+    pub jti: String,
 }
 
 impl Principal {
@@ -223,10 +280,22 @@ impl FromRequestParts<AppState> for Principal {
         let claims = state.tokens.verify(token)?;
         let client_id = Uuid::parse_str(&claims.sub)
             .map_err(|_| ApiError::unauthorized("the access token has an invalid subject"))?;
+        if state
+            .revocations
+            .is_revoked(&state.pool, &claims.jti)
+            .await?
+        {
+            tracing::info!(%client_id, jti = %claims.jti, "access token rejected: revoked");
+            metrics::counter!("auth_tokens_rejected_total", "reason" => "revoked").increment(1);
+            return Err(ApiError::unauthorized(
+                "the access token was revoked; request a new one at /v1/auth/token",
+            ));
+        }
         tracing::Span::current().record("client_id", tracing::field::display(client_id));
         Ok(Principal {
             client_id,
             role: claims.role,
+            jti: claims.jti,
         })
     }
 }
@@ -237,26 +306,74 @@ mod tests {
 
     use super::*;
 
-    fn tokens() -> Tokens {
-        let tokens = Tokens::new(JwtConfig {
-            secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const OTHER_SECRET: &[u8] = b"fedcba9876543210fedcba9876543210";
+
+    fn config(secret: &[u8], previous: Option<&[u8]>) -> JwtConfig {
+        JwtConfig {
+            secret: secret.to_vec(),
+            previous_secret: previous.map(<[u8]>::to_vec),
             issuer: "nepxy-ledger".to_owned(),
             audience: "nepxy-api".to_owned(),
             access_token_ttl: Duration::from_secs(900),
             leeway_seconds: 5,
-        });
-        tokens.expect("valid key")
+            refresh_token_ttl: Duration::from_secs(86_400),
+        }
+    }
+
+    fn tokens() -> Tokens {
+        Tokens::new(config(SECRET, None)).expect("valid key")
     }
 
     #[test]
     fn issued_token_verifies() {
         let tokens = tokens();
         let client_id = Uuid::new_v4();
-        let issued = tokens.issue(client_id, Role::Client).expect("issue");
+        let family_id = Uuid::new_v4();
+        let issued = tokens
+            .issue(client_id, Role::Client, Some(family_id))
+            .expect("issue");
         let claims = tokens.verify(&issued.access_token).expect("verify");
         assert_eq!(claims.sub, client_id.to_string());
         assert_eq!(claims.role, Role::Client);
+        assert_eq!(claims.jti, issued.jti);
+        assert_eq!(claims.fid, Some(family_id));
         assert_eq!(issued.expires_in, 900);
+        assert_eq!(issued.expires_at - issued.issued_at, 900);
+    }
+
+    #[test]
+    fn old_secret_verifies_only_while_configured() {
+        let old = Tokens::new(config(OTHER_SECRET, None)).expect("valid key");
+        let issued = old
+            .issue(Uuid::new_v4(), Role::Client, None)
+            .expect("issue");
+
+        let rotating = Tokens::new(config(SECRET, Some(OTHER_SECRET))).expect("valid key");
+        assert!(rotating.verify(&issued.access_token).is_ok());
+        assert!(tokens().verify(&issued.access_token).is_err());
+    }
+
+    #[test]
+    fn only_the_current_secret_signs() {
+        let rotating = Tokens::new(config(SECRET, Some(OTHER_SECRET))).expect("valid key");
+        let issued = rotating
+            .issue(Uuid::new_v4(), Role::Client, None)
+            .expect("issue");
+        let current_only = tokens();
+        assert!(current_only.verify(&issued.access_token).is_ok());
+        let old_only = Tokens::new(config(OTHER_SECRET, None)).expect("valid key");
+        assert!(old_only.verify(&issued.access_token).is_err());
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_prefixed() {
+        let first = generate_refresh_token();
+        let second = generate_refresh_token();
+        assert!(first.starts_with("nxr_"));
+        assert_ne!(first, second);
+        // 32 bytes in unpadded base64url are 43 characters.
+        assert_eq!(first.len(), "nxr_".len() + 43);
     }
 
     #[test]

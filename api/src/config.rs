@@ -16,6 +16,13 @@ const DEFAULT_PORT: u16 = 8001;
 const DEFAULT_ACCESS_TOKEN_TTL_SECONDS: u64 = 15 * 60;
 /// Upper bound of ACCESS_TOKEN_TTL_SECONDS: access tokens must stay short-lived.
 const MAX_ACCESS_TOKEN_TTL_SECONDS: u64 = 60 * 60;
+/// Default lifetime of one refresh token: 14 days. Each refresh returns a new
+/// token with a new lifetime.
+const DEFAULT_REFRESH_TOKEN_TTL_SECONDS: u64 = 14 * 24 * 60 * 60;
+/// Bounds of REFRESH_TOKEN_TTL_SECONDS: at least one access token lifetime
+/// (the maximum one) and at most 90 days.
+const MIN_REFRESH_TOKEN_TTL_SECONDS: u64 = 60 * 60;
+const MAX_REFRESH_TOKEN_TTL_SECONDS: u64 = 90 * 24 * 60 * 60;
 const DEFAULT_DATABASE_MAX_CONNECTIONS: u32 = 32;
 /// Default ceiling of one payout or deposit: 1,000,000,000 minor units
 /// (one billion XOF, or ten million EUR).
@@ -65,12 +72,16 @@ pub enum LogFormat {
 
 #[derive(Clone)]
 pub struct JwtConfig {
+    /// Signs new access tokens and verifies them.
     pub secret: Vec<u8>,
+    /// JWT_SECRET_OLD: still verifies tokens during a rotation, never signs.
+    pub previous_secret: Option<Vec<u8>>,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
     /// Clock tolerance when checking `exp` and `iat`.
     pub leeway_seconds: u64,
+    pub refresh_token_ttl: Duration,
 }
 
 /// Webhook secrets per provider, current and previous.
@@ -200,6 +211,15 @@ impl Config {
                 secret.len()
             ));
         }
+        let previous_secret = get("JWT_SECRET_OLD").map(String::into_bytes);
+        if let Some(previous) = &previous_secret
+            && previous.len() < JWT_SECRET_MIN_BYTES
+        {
+            problems.push(format!(
+                "JWT_SECRET_OLD is too short: it has {} bytes and needs at least {JWT_SECRET_MIN_BYTES}",
+                previous.len()
+            ));
+        }
         let ttl_seconds = parse_number(
             &get,
             "ACCESS_TOKEN_TTL_SECONDS",
@@ -211,12 +231,27 @@ impl Config {
                 "ACCESS_TOKEN_TTL_SECONDS must be between 1 and {MAX_ACCESS_TOKEN_TTL_SECONDS}"
             ));
         }
+        let refresh_ttl_seconds = parse_number(
+            &get,
+            "REFRESH_TOKEN_TTL_SECONDS",
+            DEFAULT_REFRESH_TOKEN_TTL_SECONDS,
+            &mut problems,
+        );
+        if !(MIN_REFRESH_TOKEN_TTL_SECONDS..=MAX_REFRESH_TOKEN_TTL_SECONDS)
+            .contains(&refresh_ttl_seconds)
+        {
+            problems.push(format!(
+                "REFRESH_TOKEN_TTL_SECONDS must be between {MIN_REFRESH_TOKEN_TTL_SECONDS} and {MAX_REFRESH_TOKEN_TTL_SECONDS}"
+            ));
+        }
         let jwt = JwtConfig {
             secret,
+            previous_secret,
             issuer: get("JWT_ISSUER").unwrap_or_else(|| "nepxy-ledger".to_owned()),
             audience: get("JWT_AUDIENCE").unwrap_or_else(|| "nepxy-api".to_owned()),
             access_token_ttl: Duration::from_secs(ttl_seconds),
             leeway_seconds: 5,
+            refresh_token_ttl: Duration::from_secs(refresh_ttl_seconds),
         };
 
         let max_amount_minor = parse_number(
@@ -374,6 +409,57 @@ mod tests {
     }
 
     #[test]
+    fn short_old_jwt_secret_is_rejected_without_echoing_it() {
+        for app_env in ["dev", "staging", "prod"] {
+            let error = config_from(&[
+                ("APP_ENV", app_env),
+                ("DATABASE_URL", "postgres://x"),
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("JWT_SECRET_OLD", "hunter2-old-secret"),
+            ])
+            .err()
+            .expect("short old secret must fail");
+            let message = error.to_string();
+            assert!(
+                message.contains("JWT_SECRET_OLD is too short"),
+                "{app_env}: {message}"
+            );
+            assert!(!message.contains("hunter2"), "{app_env}: {message}");
+        }
+    }
+
+    #[test]
+    fn old_jwt_secret_of_32_bytes_is_accepted() {
+        let config = config_from(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("JWT_SECRET_OLD", "fedcba9876543210fedcba9876543210"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.jwt.previous_secret.as_deref(),
+            Some(&b"fedcba9876543210fedcba9876543210"[..])
+        );
+    }
+
+    #[test]
+    fn refresh_token_ttl_out_of_range_is_rejected() {
+        for value in ["0", "59", "7776001"] {
+            let error = config_from(&[
+                ("DATABASE_URL", "postgres://x"),
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("REFRESH_TOKEN_TTL_SECONDS", value),
+            ])
+            .err()
+            .unwrap_or_else(|| panic!("REFRESH_TOKEN_TTL_SECONDS={value} must fail"));
+            assert!(
+                error.to_string().contains("REFRESH_TOKEN_TTL_SECONDS"),
+                "{value}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn every_problem_is_listed() {
         let error = config_from(&[("APP_ENV", "production"), ("PORT", "eighty")])
             .err()
@@ -395,6 +481,11 @@ mod tests {
         assert_eq!(config.bind_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(config.app_env, AppEnv::Dev);
         assert_eq!(config.jwt.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(
+            config.jwt.refresh_token_ttl,
+            Duration::from_secs(14 * 24 * 60 * 60)
+        );
+        assert!(config.jwt.previous_secret.is_none());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod prometheus;
 pub mod providers;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 pub mod state;
 pub mod store;

@@ -43,6 +43,7 @@ pub struct Problem {
         admin::bootstrap,
         admin::create_client,
         auth::token,
+        auth::revoke,
         accounts::deposit,
         accounts::balance,
         payouts::create,

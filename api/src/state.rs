@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::controls::maintenance::MaintenanceSwitch;
 use crate::dispatch::ProviderSwitches;
 use crate::providers::momo::MomoClient;
+use crate::revocation::Revocations;
 use crate::store::Store;
 use crate::webhooks::confirm::{NotConfigured, ProviderLookup, TransferStatusLookup};
 use crate::webhooks::intake::Intake;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub store: Store,
     pub tokens: Tokens,
+    /// Revocation check of access tokens, with its in-memory cache.
+    pub revocations: Revocations,
     pub intake: Intake,
     pub switches: ProviderSwitches,
     /// Wakes the in-process dispatcher when a payout is accepted.
@@ -53,6 +56,7 @@ impl AppState {
         let maintenance = MaintenanceSwitch::new(config.controls.maintenance_mode);
         Ok(AppState {
             tokens: Tokens::new(config.jwt.clone())?,
+            revocations: Revocations::default(),
             intake: Intake {
                 store: store.clone(),
                 secrets: config.webhook_secrets.clone(),

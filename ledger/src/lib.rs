@@ -9,6 +9,7 @@
 //! This crate has no HTTP and no SQL: the rules are tested with the cqrs-es
 //! test framework alone.
 
+pub mod client;
 pub mod ids;
 pub mod metadata;
 pub mod money;
@@ -19,6 +20,7 @@ pub mod provider;
 pub mod upcast;
 pub mod wallet;
 
+pub use client::{Client, ClientCommand, ClientError, ClientEvent, RevocationScope};
 pub use money::{Currency, Money, MoneyError};
 pub use msisdn::{Msisdn, MsisdnError};
 pub use payout::{Payout, PayoutCommand, PayoutError, PayoutEvent, PayoutStatus};

@@ -2,7 +2,7 @@
 
 use cqrs_es::{Aggregate, DomainEvent};
 use nepxy_ledger::wallet::HoldState;
-use nepxy_ledger::{Payout, PayoutEvent, Wallet, WalletEvent};
+use nepxy_ledger::{Client, ClientEvent, Payout, PayoutEvent, Wallet, WalletEvent};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -306,6 +306,19 @@ impl Projected for Payout {
             .await?;
         }
         record_history(conn, record, Some(payout_id), client_id).await
+    }
+}
+
+/// Client events feed no read model: auditors read them from the event feed
+/// (GET /v1/audit/events), and the rebuild and the catch-up projector skip
+/// them. Token and revocation state lives in tables the commands write
+/// directly, because it is checked on every request.
+impl Projected for Client {
+    async fn project(
+        _conn: &mut PgConnection,
+        _record: &EventRecord<ClientEvent>,
+    ) -> Result<(), ProjectionError> {
+        Ok(())
     }
 }
 

@@ -15,11 +15,13 @@ pub async fn deposit(
     request: &IdempotentRequest<'_>,
     client_id: Uuid,
     money: Money,
+    reason: Option<String>,
 ) -> Result<Outcome, ApiError> {
     let deposit_id = ids::deposit_id(request.principal.client_id, request.key);
     let wallet_id = ids::wallet_id(client_id, money.currency);
 
     let wallet_id = &wallet_id;
+    let reason = &reason;
     run_idempotent(store, request, move |mut unit| async move {
         unit.lock_aggregates(&[("Wallet", wallet_id)]).await?;
         let mut wallet = unit.load_wallet(wallet_id, deposit_id).await?;
@@ -29,8 +31,9 @@ pub async fn deposit(
             deposit_id,
             amount_minor: money.amount_minor,
         })?;
-        unit.append(&mut wallet, events, &request.metadata(Source::Admin))
-            .await?;
+        let mut metadata = request.metadata(Source::Admin);
+        metadata.reason.clone_from(reason);
+        unit.append(&mut wallet, events, &metadata).await?;
         tracing::info!(
             %deposit_id,
             %client_id,

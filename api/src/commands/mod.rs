@@ -1,9 +1,11 @@
 //! Commands: each runs in one unit of work behind an idempotency record.
 
+pub mod clients;
 pub mod deposits;
 pub mod dispatch;
 pub mod outcomes;
 pub mod payouts;
+pub mod tokens;
 
 use std::time::Duration;
 

@@ -52,14 +52,18 @@ pub async fn reject_writes(
 }
 
 /// Returns whether maintenance pauses this request: every POST, PUT, PATCH
-/// and DELETE except webhook deliveries and POST /v1/auth/token, which
-/// issues a token without writing to the database.
+/// and DELETE except webhook deliveries, POST /v1/auth/token and POST
+/// /v1/auth/revoke. Those two write only token records, and callers need
+/// them during maintenance to read data and to cut off a leaked token.
 fn is_paused(method: &Method, path: &str) -> bool {
     let write = matches!(
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    write && !super::is_webhook_intake(method, path) && path != "/v1/auth/token"
+    write
+        && !super::is_webhook_intake(method, path)
+        && path != "/v1/auth/token"
+        && path != "/v1/auth/revoke"
 }
 
 #[cfg(test)]
@@ -78,6 +82,7 @@ mod tests {
         assert!(!is_paused(&Method::POST, "/v1/webhooks/tmoney"));
         assert!(!is_paused(&Method::PUT, "/v1/webhooks/momo/token"));
         assert!(!is_paused(&Method::POST, "/v1/auth/token"));
+        assert!(!is_paused(&Method::POST, "/v1/auth/revoke"));
     }
 
     #[test]

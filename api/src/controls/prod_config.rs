@@ -1,5 +1,6 @@
 //! Startup checks that apply only with APP_ENV=prod. Every environment
-//! already requires DATABASE_URL and a JWT_SECRET of at least 32 bytes, and
+//! already requires DATABASE_URL, a JWT_SECRET of at least 32 bytes and, when
+//! it is set, a JWT_SECRET_OLD of at least 32 bytes (see `config.rs`), and
 //! all or none of a provider's variables. Provider URLs must be live https
 //! endpoints in prod and sandbox endpoints in dev and staging.
 

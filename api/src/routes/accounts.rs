@@ -27,7 +27,12 @@ pub struct DepositBody {
     /// ISO 4217 code.
     #[schema(required = true)]
     currency: Option<String>,
+    /// Why the deposit is made, recorded in the event metadata.
+    reason: Option<String>,
 }
+
+/// Maximum length of a deposit reason, in characters.
+const MAX_REASON_CHARS: usize = 500;
 
 fn parse_client_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("client {raw:?} not found")))
@@ -58,6 +63,7 @@ pub async fn deposit(
     let currency = input::currency(&input::required(parsed.currency, "currency")?, "currency")?;
     let amount = input::required(parsed.amount, "amount")?;
     let money = input::amount(&amount, currency, state.config.max_amount_minor, "amount")?;
+    let reason = input::text(parsed.reason, MAX_REASON_CHARS, "reason")?;
     if clients::find(&state.pool, client_id).await?.is_none() {
         return Err(ApiError::not_found(format!("client {client_id} not found")));
     }
@@ -71,9 +77,11 @@ pub async fn deposit(
         body: &value,
         request_id: request_id::current(),
     };
-    Ok(deposits::deposit(&state.store, &request, client_id, money)
-        .await?
-        .into_response())
+    Ok(
+        deposits::deposit(&state.store, &request, client_id, money, reason)
+            .await?
+            .into_response(),
+    )
 }
 
 /// GET /v1/accounts/{client_id}/balance: available and held per currency.

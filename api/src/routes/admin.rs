@@ -4,23 +4,25 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::created;
-use crate::auth::{Principal, Role, constant_time_eq, generate_client_secret, hash_secret};
+use crate::auth::{Principal, Role, constant_time_eq};
+use crate::commands::clients;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, parse_json};
 use crate::input;
 use crate::state::AppState;
-use crate::store::clients::{self, NewClient};
 
 /// Longest client name accepted.
 const MAX_CLIENT_NAME_CHARS: usize = 100;
+/// Maximum length of a reason for the audit trail, in characters.
+const MAX_REASON_CHARS: usize = 500;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapBody {
     name: Option<String>,
+    reason: Option<String>,
 }
 
 /// POST /v1/admin/bootstrap: creates the first admin.
@@ -58,34 +60,28 @@ pub async fn bootstrap(
     }
 
     // The body is optional: an empty one takes the default name.
-    let name = if body.is_empty() {
-        None
+    let (name, reason) = if body.is_empty() {
+        (None, None)
     } else {
         let body = parse_json::<BootstrapBody>(&body)?.parsed;
-        input::text(body.name, MAX_CLIENT_NAME_CHARS, "name")?
-    }
-    .unwrap_or_else(|| "admin".to_owned());
-    let client_id = Uuid::new_v4();
-    let secret = generate_client_secret();
-    let new_client = NewClient {
-        client_id,
-        name: &name,
-        role: Role::Admin,
-        secret_hash: &hash_secret(&secret),
-        created_by: None,
+        (
+            input::text(body.name, MAX_CLIENT_NAME_CHARS, "name")?,
+            input::text(body.reason, MAX_REASON_CHARS, "reason")?,
+        )
     };
-    let Some(created_at) = clients::insert_first_admin(&state.pool, &new_client).await? else {
+    let name = name.unwrap_or_else(|| "admin".to_owned());
+    let Some(client) = clients::bootstrap(&state.store, &name, reason).await? else {
         return Err(ApiError::Conflict {
             detail: "an admin already exists; ask an admin to create clients".to_owned(),
         });
     };
-    tracing::info!(%client_id, "first admin created by bootstrap");
+    tracing::info!(client_id = %client.client_id, "first admin created by bootstrap");
     Ok(created(json!({
-        "client_id": client_id,
-        "client_secret": secret,
+        "client_id": client.client_id,
+        "client_secret": client.secret,
         "name": name,
         "role": Role::Admin,
-        "created_at": created_at,
+        "created_at": client.created_at,
     })))
 }
 
@@ -94,6 +90,7 @@ pub async fn bootstrap(
 pub struct NewClientBody {
     name: Option<String>,
     role: Option<String>,
+    reason: Option<String>,
 }
 
 /// POST /v1/admin/clients: creates a client; its secret is shown only here.
@@ -130,25 +127,15 @@ pub async fn create_client(
         )
     })?;
 
-    let client_id = Uuid::new_v4();
-    let secret = generate_client_secret();
-    let created_at = clients::insert(
-        &state.pool,
-        &NewClient {
-            client_id,
-            name: &name,
-            role,
-            secret_hash: &hash_secret(&secret),
-            created_by: Some(principal.client_id),
-        },
-    )
-    .await?;
-    tracing::info!(%client_id, role = %role, created_by = %principal.client_id, "client created");
+    let reason = input::text(body.reason, MAX_REASON_CHARS, "reason")?;
+
+    let client = clients::create(&state.store, &principal, &name, role, reason).await?;
+    tracing::info!(client_id = %client.client_id, role = %role, created_by = %principal.client_id, "client created");
     Ok(created(json!({
-        "client_id": client_id,
-        "client_secret": secret,
+        "client_id": client.client_id,
+        "client_secret": client.secret,
         "name": name,
         "role": role,
-        "created_at": created_at,
+        "created_at": client.created_at,
     })))
 }

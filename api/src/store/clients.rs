@@ -1,7 +1,7 @@
 //! API clients and their hashed secrets.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{StoreError, lock_key};
@@ -34,7 +34,10 @@ pub async fn find(pool: &PgPool, client_id: Uuid) -> Result<Option<ClientRow>, S
     Ok(row)
 }
 
-pub async fn insert(pool: &PgPool, client: &NewClient<'_>) -> Result<DateTime<Utc>, StoreError> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    client: &NewClient<'_>,
+) -> Result<DateTime<Utc>, StoreError> {
     let created_at = sqlx::query_scalar(
         "INSERT INTO clients (client_id, name, role, secret_hash, created_by) \
          VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
@@ -44,26 +47,26 @@ pub async fn insert(pool: &PgPool, client: &NewClient<'_>) -> Result<DateTime<Ut
     .bind(client.role.as_str())
     .bind(client.secret_hash)
     .bind(client.created_by)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(created_at)
 }
 
-/// Creates the first admin unless an admin exists. Returns `None` when one
-/// does. Concurrent calls are serialized by an advisory lock, so at most one
-/// of them creates an admin.
+/// Creates the first admin unless an admin exists, in the caller's
+/// transaction. Returns `None` when one does. Concurrent calls are
+/// serialized by an advisory lock held until the transaction ends, so at
+/// most one of them creates an admin.
 pub async fn insert_first_admin(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     client: &NewClient<'_>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key("bootstrap", "admin"))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     let admin_exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE role = 'admin')")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
     if admin_exists {
         return Ok(None);
@@ -75,8 +78,7 @@ pub async fn insert_first_admin(
     .bind(client.client_id)
     .bind(client.name)
     .bind(client.secret_hash)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(Some(created_at))
 }

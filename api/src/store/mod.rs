@@ -1,4 +1,5 @@
-//! PostgreSQL persistence: the event store, clients and idempotency records.
+//! PostgreSQL persistence: the event store, clients, tokens and idempotency
+//! records.
 
 pub mod audit;
 pub mod clients;
@@ -6,6 +7,7 @@ pub mod dispatch;
 pub mod events;
 pub mod idempotency;
 pub mod notifications;
+pub mod tokens;
 pub mod wallets;
 pub mod webhooks;
 

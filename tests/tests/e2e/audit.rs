@@ -199,7 +199,7 @@ async fn audit_feed_pages_with_metadata() {
     let mut cursor: Option<String> = None;
     let mut events = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events.len() < 7 && tokio::time::Instant::now() < deadline {
+    while events.len() < 10 && tokio::time::Instant::now() < deadline {
         let path = match &cursor {
             Some(cursor) => format!("/v1/audit/events?limit=2&cursor={cursor}"),
             None => "/v1/audit/events?limit=2".to_owned(),
@@ -216,8 +216,8 @@ async fn audit_feed_pages_with_metadata() {
     }
     assert_eq!(
         events.len(),
-        7,
-        "one deposit, three reserves, three payouts"
+        10,
+        "three ClientCreated, one deposit, three reserves, three payouts"
     );
     let payout_event = events
         .iter()

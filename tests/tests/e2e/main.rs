@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod auth_refresh;
 mod catchup;
 mod concurrency;
 mod controls;

@@ -114,7 +114,8 @@ async fn verify_passes_on_clean_books() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "verify failed: {stdout}");
     assert!(stdout.contains("verify: ok"), "{stdout}");
-    assert!(stdout.contains("checked 7 events"), "{stdout}");
+    // 2 ClientCreated, 1 deposit, and 3 payouts with a reserve each.
+    assert!(stdout.contains("checked 9 events"), "{stdout}");
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Builds 9 events in 6 aggregates: 2 ClientCreated (the admin and the
+/// client), 1 deposit, and 3 payouts with a reserve each.
 async fn app_with_history() -> (TestApp, String) {
     let app = spawn_app().await;
     let (_admin, client) = app.funded_client(50_000, "XOF").await;
@@ -58,7 +60,7 @@ async fn clean_history_verifies_with_checkpoint() {
         stdout(&checkpoint)
     );
     assert!(
-        stdout(&checkpoint).contains("signed 4 aggregate heads"),
+        stdout(&checkpoint).contains("signed 6 aggregate heads"),
         "{}",
         stdout(&checkpoint)
     );
@@ -67,7 +69,7 @@ async fn clean_history_verifies_with_checkpoint() {
     let text = stdout(&verify);
     assert!(verify.status.success(), "verify failed: {text}");
     assert!(
-        text.contains("checked the hash chains of 7 events"),
+        text.contains("checked the hash chains of 9 events"),
         "{text}"
     );
     assert!(text.contains("checked 1 checkpoints"), "{text}");
@@ -119,7 +121,7 @@ async fn rewritten_chain_fails_checkpoint() {
     let text = stdout(&verify);
     assert_eq!(verify.status.code(), Some(1), "verify must fail: {text}");
     assert!(
-        text.contains("checked the hash chains of 7 events"),
+        text.contains("checked the hash chains of 9 events"),
         "the chain itself was rewritten: {text}"
     );
     assert!(
@@ -165,7 +167,7 @@ async fn export_streams_events_with_hashes() {
         .lines()
         .map(|line| serde_json::from_str(line).expect("each line is one JSON event"))
         .collect();
-    assert_eq!(lines.len(), 7, "every event exported");
+    assert_eq!(lines.len(), 9, "every event exported");
 
     let stored: String = sqlx::query_scalar(
         "SELECT encode(chain_hash, 'hex') FROM events WHERE aggregate_type = 'Payout' AND aggregate_id = $1",
