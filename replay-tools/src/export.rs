@@ -55,11 +55,11 @@ pub async fn run(pool: &PgPool, args: ExportArgs) -> anyhow::Result<bool> {
     loop {
         // Checked before the read, so once it holds, this read sees every
         // event of the transactions that began before the export.
-        let horizon_passed: bool =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8")
-                .bind(&started_before)
-                .fetch_one(pool)
-                .await?;
+        let horizon_passed: bool = sqlx::query_scalar("SELECT $1::xid8 >= $2::xid8")
+            .bind(nepxy_projections::feed::horizon(pool).await?)
+            .bind(&started_before)
+            .fetch_one(pool)
+            .await?;
         let page = audit::events(pool, &filter).await?;
         for event in &page {
             serde_json::to_writer(&mut out, &event_json(event))?;

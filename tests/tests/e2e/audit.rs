@@ -160,6 +160,57 @@ async fn late_commit_is_not_skipped() {
     );
 }
 
+/// A transaction left open in another database of the same server does not
+/// hold back this database's feed: only this database's writers can add
+/// events to its table.
+#[tokio::test]
+async fn other_database_does_not_hold_feed() {
+    let pool = PgPool::connect(&fresh_database().await)
+        .await
+        .expect("connect");
+    let other = PgPool::connect(&fresh_database().await)
+        .await
+        .expect("connect to the other database");
+    let mut open = other.begin().await.expect("begin in the other database");
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('OrderTest', 'elsewhere', 1, 'Written', '1', '{}', '{}')",
+    )
+    .execute(&mut *open)
+    .await
+    .expect("insert in the other database");
+
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('OrderTest', 'here', 1, 'Written', '1', '{}', '{}')",
+    )
+    .execute(&pool)
+    .await
+    .expect("insert here");
+    let filter = EventFilter {
+        aggregate_type: Some("OrderTest".to_owned()),
+        limit: 10,
+        ..EventFilter::default()
+    };
+    // Other tests' short transactions in this database may delay the read
+    // for a moment; the open transaction elsewhere must not delay it at all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while seen.is_empty() && tokio::time::Instant::now() < deadline {
+        seen = audit::events(&pool, &filter).await.expect("audit read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let open_xid: Option<String> =
+        sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+            .fetch_one(&mut *open)
+            .await
+            .expect("xid of the open transaction");
+    assert!(open_xid.is_some(), "the other transaction holds an id");
+    assert_eq!(seen.len(), 1, "the committed event is read: {seen:?}");
+    assert_eq!(seen[0].aggregate_id, "here");
+    open.rollback().await.expect("rollback");
+}
+
 async fn auditor_token(
     app: &TestApp,
 ) -> (
