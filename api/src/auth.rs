@@ -224,6 +224,7 @@ impl FromRequestParts<AppState> for Principal {
         let client_id = Uuid::parse_str(&claims.sub)
             .map_err(|_| ApiError::unauthorized("the access token has an invalid subject"))?;
         tracing::Span::current().record("client_id", tracing::field::display(client_id));
+        crate::controls::rate_limit::check_token(parts, state, client_id)?;
         Ok(Principal {
             client_id,
             role: claims.role,
