@@ -75,9 +75,14 @@ if [[ ${BENCH_SANDBOX:-0} == 1 ]]; then
     export TMONEY_BASE_URL=$sandbox_url TMONEY_API_KEY=bench
 fi
 log_file="$REPO_ROOT/target/bench-server.log"
+# The load driver sends thousands of requests per second from 127.0.0.1, so
+# the rate limits are off to measure the service itself.
 DATABASE_URL=$bench_url \
     JWT_SECRET=$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n') \
     PORT=$BENCH_PORT \
+    RATE_LIMIT_PER_IP_PER_MINUTE=0 \
+    RATE_LIMIT_PER_TOKEN_PER_MINUTE=0 \
+    RATE_LIMIT_WEBHOOKS_PER_IP_PER_MINUTE=0 \
     RUST_LOG=warn \
     target/release/nepxy-api >"$log_file" 2>&1 &
 server_pid=$!

@@ -1,6 +1,7 @@
 //! The router and the server loop.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::controls::{cors, debug, maintenance, staging_gate};
+use crate::controls::{cors, debug, maintenance, rate_limit, staging_gate};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::routes::{accounts, admin, audit, auth, health, notifications, payouts, webhooks};
@@ -26,6 +27,7 @@ const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn router(state: AppState) -> Router {
     staging_gate::warn_if_ignored(&state.config);
     prometheus::install();
+    rate_limit::log_settings(&state.config);
     Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(prometheus::render))
@@ -73,8 +75,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no route for this path") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Each layer wraps those above it: CORS responds to preflights before
-        // the staging gate sees them, and the gate runs before maintenance mode.
+        // Each layer wraps those above it, so requests pass them bottom up:
+        // request id, CORS, rate limit, staging gate, maintenance mode. CORS
+        // responds to preflights before the later layers see them, and adds
+        // its headers to every response from the layers below it, 429s
+        // included, so that browsers can read them. The per-address limit runs before the
+        // staging gate, so that a caller guessing the gate key is limited
+        // too. The per-token limit runs later, in the `Principal` extractor,
+        // once the token is verified.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             maintenance::reject_writes,
@@ -82,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             staging_gate::require_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::enforce,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -115,8 +127,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let sweeper = tokio::spawn(rate_limit::sweep_periodically(Arc::clone(
+        &state.rate_limits,
+    )));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    sweeper.abort();
+    served
 }

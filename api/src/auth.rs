@@ -292,6 +292,7 @@ impl FromRequestParts<AppState> for Principal {
             ));
         }
         tracing::Span::current().record("client_id", tracing::field::display(client_id));
+        crate::controls::rate_limit::check_token(parts, state, client_id)?;
         Ok(Principal {
             client_id,
             role: claims.role,

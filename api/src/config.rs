@@ -7,6 +7,7 @@ use std::time::Duration;
 use nepxy_ledger::Provider;
 
 use crate::controls::ControlsConfig;
+use crate::controls::rate_limit::RateLimitConfig;
 use crate::providers::config::ProvidersConfig;
 use crate::webhooks::Secrets;
 
@@ -146,6 +147,8 @@ pub struct Config {
     pub dispatcher_in_process: bool,
     /// CORS, debug routes, the staging gate and maintenance mode.
     pub controls: ControlsConfig,
+    /// The RATE_LIMIT_* variables and TRUST_PROXY_HEADERS.
+    pub rate_limits: RateLimitConfig,
     /// Whether `serve` runs the notification delivery worker
     /// (NOTIFICATIONS=off turns it off).
     pub notifications_in_process: bool,
@@ -283,6 +286,7 @@ impl Config {
         let webhook_secrets = WebhookSecrets::from_lookup(&get, &mut problems);
         let providers = ProvidersConfig::from_lookup(&get, app_env, &mut problems);
         let controls = ControlsConfig::from_lookup(&get, app_env, &mut problems);
+        let rate_limits = RateLimitConfig::from_lookup(&get, &mut problems);
         if app_env == AppEnv::Prod {
             crate::controls::prod_config::check(&get, &providers, &controls, &mut problems);
         }
@@ -332,6 +336,7 @@ impl Config {
             providers,
             dispatcher_in_process,
             controls,
+            rate_limits,
             notifications_in_process,
             notification_secret_rotation: Duration::from_secs(rotation_seconds),
         })

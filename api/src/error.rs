@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::controls::rate_limit::{self, RateLimited, Scope};
 use crate::request_id;
 use crate::store::StoreError;
 
@@ -51,6 +52,9 @@ pub enum ApiError {
     /// MAINTENANCE_MODE is on and the request would write.
     #[error("the service is in maintenance and writes are paused; retry later")]
     Maintenance,
+    /// A rate limit's bucket is empty.
+    #[error("{}", rate_limited_detail(.0))]
+    TooManyRequests(RateLimited),
     /// An unexpected failure; the detail goes to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,6 +113,19 @@ impl ApiError {
                 provider: nepxy_ledger::Provider::Tmoney,
             },
             ApiError::Maintenance,
+            ApiError::TooManyRequests(crate::controls::rate_limit::RateLimited {
+                scope: crate::controls::rate_limit::Scope::Ip,
+                webhooks: false,
+                per_minute: 0,
+                exceeded: crate::controls::rate_limit::Exceeded {
+                    bucket: crate::controls::rate_limit::BucketState {
+                        limit: 0,
+                        remaining: 0,
+                        reset_seconds: 0,
+                    },
+                    retry_after_seconds: 0,
+                },
+            }),
             ApiError::Internal(detail()),
         ]
     }
@@ -134,6 +151,7 @@ impl ApiError {
             ApiError::Unavailable { .. }
             | ApiError::ProviderDisabled { .. }
             | ApiError::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,6 +173,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => "/problems/service-unavailable",
             ApiError::ProviderDisabled { .. } => "/problems/provider-disabled",
             ApiError::Maintenance => "/problems/maintenance",
+            ApiError::TooManyRequests(_) => "/problems/rate-limited",
             ApiError::Internal(_) => "/problems/internal-error",
         }
     }
@@ -175,6 +194,7 @@ impl ApiError {
             ApiError::Unavailable { .. } => "Service unavailable",
             ApiError::ProviderDisabled { .. } => "Provider disabled",
             ApiError::Maintenance => "Maintenance",
+            ApiError::TooManyRequests(_) => "Too many requests",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -248,6 +268,13 @@ impl IntoResponse for ApiError {
                     HeaderValue::from(RETRY_AFTER_MAINTENANCE_SECONDS),
                 );
             }
+            ApiError::TooManyRequests(rejected) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(rejected.exceeded.retry_after_seconds),
+                );
+                rate_limit::write_headers(headers, rejected.exceeded.bucket);
+            }
             _ => {}
         }
         response
@@ -273,6 +300,19 @@ impl From<nepxy_projections::ProjectionError> for ApiError {
     fn from(error: nepxy_projections::ProjectionError) -> Self {
         StoreError::from(error).into()
     }
+}
+
+fn rate_limited_detail(rejected: &RateLimited) -> String {
+    let whose = match (rejected.scope, rejected.webhooks) {
+        (Scope::Ip, false) => "requests from this client address",
+        (Scope::Ip, true) => "webhook deliveries from this address",
+        (Scope::Token, _) => "requests with this client's access tokens",
+    };
+    let bucket = rejected.exceeded.bucket;
+    format!(
+        "too many {whose}: the limit is {} at once, refilled at {} per minute; retry after {} seconds",
+        bucket.limit, rejected.per_minute, rejected.exceeded.retry_after_seconds
+    )
 }
 
 /// Whether a database error means the database cannot be reached, as opposed
@@ -315,6 +355,7 @@ mod tests {
             ApiError::ProviderDisabled { .. } => 12,
             ApiError::Maintenance => 13,
             ApiError::Internal(_) => 14,
+            ApiError::TooManyRequests(_) => 15,
         }
     }
 
@@ -322,7 +363,7 @@ mod tests {
     fn catalogue_covers_every_problem_type() {
         let mut positions: Vec<usize> = ApiError::catalogue().iter().map(position).collect();
         positions.sort_unstable();
-        assert_eq!(positions, (0..15).collect::<Vec<_>>());
+        assert_eq!(positions, (0..16).collect::<Vec<_>>());
     }
 
     #[test]

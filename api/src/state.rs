@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::controls::maintenance::MaintenanceSwitch;
+use crate::controls::rate_limit::RateLimits;
 use crate::dispatch::ProviderSwitches;
 use crate::providers::momo::MomoClient;
 use crate::revocation::Revocations;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub projection_lag_seconds: Arc<std::sync::atomic::AtomicI64>,
     /// Maintenance mode, shared with `intake`; starts from MAINTENANCE_MODE.
     pub maintenance: MaintenanceSwitch,
+    /// Request counts of the rate limits, kept for the life of the process.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
                 maintenance: maintenance.clone(),
             },
             maintenance,
+            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             store,
             switches: ProviderSwitches::new(config.providers.disabled.clone()),
             dispatch_wake: Arc::new(Notify::new()),

@@ -121,8 +121,17 @@ pub async fn fresh_database() -> String {
 }
 
 /// Configuration of a test server; `extra` overrides or adds variables.
+/// The rate limits are off, because every test client sends from
+/// 127.0.0.1 and some tests send hundreds of requests. `rate_limits.rs`
+/// switches them on.
 pub fn test_config(database_url: &str, extra: &[(&str, &str)]) -> Config {
     let mut vars = vec![
+        ("RATE_LIMIT_PER_IP_PER_MINUTE".to_owned(), "0".to_owned()),
+        ("RATE_LIMIT_PER_TOKEN_PER_MINUTE".to_owned(), "0".to_owned()),
+        (
+            "RATE_LIMIT_WEBHOOKS_PER_IP_PER_MINUTE".to_owned(),
+            "0".to_owned(),
+        ),
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("JWT_SECRET".to_owned(), TEST_JWT_SECRET.to_owned()),
         (
@@ -437,7 +446,8 @@ impl TestApp {
     }
 }
 
-async fn read_reply(response: reqwest::Response) -> Reply {
+/// Reads a response into a [`Reply`], with the body parsed when it is JSON.
+pub async fn read_reply(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("read body");

@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::rate_limit::LimitSpec;
 use crate::config::{AppEnv, Config, LogFormat};
 use crate::state::AppState;
 
@@ -49,6 +50,7 @@ pub fn redacted_config(config: &Config, maintenance_on: bool) -> Value {
     let momo = providers.momo.as_ref();
     let thunes = providers.thunes.as_ref();
     let tmoney = providers.tmoney.as_ref();
+    let limits = &config.rate_limits;
 
     let secrets = json!({
         "DATABASE_URL": presence(!config.database_url.is_empty()),
@@ -106,6 +108,13 @@ pub fn redacted_config(config: &Config, maintenance_on: bool) -> Value {
         "DEBUG_ROUTES": config.controls.debug_routes,
         "MAINTENANCE_MODE": config.controls.maintenance_mode,
         "GIT_SHA": config.controls.git_sha,
+        "RATE_LIMIT_PER_IP_PER_MINUTE": per_minute(limits.per_ip),
+        "RATE_LIMIT_PER_IP_BURST": burst(limits.per_ip),
+        "RATE_LIMIT_PER_TOKEN_PER_MINUTE": per_minute(limits.per_token),
+        "RATE_LIMIT_PER_TOKEN_BURST": burst(limits.per_token),
+        "RATE_LIMIT_WEBHOOKS_PER_IP_PER_MINUTE": per_minute(limits.webhooks_per_ip),
+        "RATE_LIMIT_WEBHOOKS_PER_IP_BURST": burst(limits.webhooks_per_ip),
+        "TRUST_PROXY_HEADERS": limits.client_ip_source.as_str(),
     });
 
     json!({
@@ -113,6 +122,16 @@ pub fn redacted_config(config: &Config, maintenance_on: bool) -> Value {
         "settings": settings,
         "maintenance": maintenance_on,
     })
+}
+
+/// Returns a limit's per-minute number, 0 when it is off.
+fn per_minute(limit: Option<LimitSpec>) -> u32 {
+    limit.map_or(0, |limit| limit.per_minute.get())
+}
+
+/// Returns a limit's bucket size, `None` (JSON `null`) when it is off.
+fn burst(limit: Option<LimitSpec>) -> Option<u32> {
+    limit.map(|limit| limit.burst.get())
 }
 
 fn presence(set: bool) -> &'static str {

@@ -5,12 +5,14 @@
 //! - [`debug`] serves `/debug/version` and `/debug/config` in dev and staging;
 //! - [`staging_gate`] requires `X-Staging-Gate-Key` in staging;
 //! - [`cors`] adds CORS headers for an exact allow-list of origins;
-//! - [`maintenance`] pauses writes while webhooks are still stored.
+//! - [`maintenance`] pauses writes while webhooks are still stored;
+//! - [`rate_limit`] limits requests per client address and per token.
 
 pub mod cors;
 pub mod debug;
 pub mod maintenance;
 pub mod prod_config;
+pub mod rate_limit;
 pub mod staging_gate;
 
 use axum::http::Method;

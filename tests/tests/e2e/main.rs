@@ -18,6 +18,7 @@ mod migrations;
 mod notifications;
 mod payouts;
 mod projections;
+mod rate_limits;
 mod rebuild;
 mod replay_cli;
 mod restore_drill;
