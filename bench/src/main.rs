@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::mixes::{Driver, Mix, Phase, PhaseResult, Wallets};
 use crate::pgbench::{Baseline, BaselineRun, WalletSpread};
-use crate::report::{Row, RunLabel};
+use crate::report::{HalfOf, Row, RunLabel};
 use crate::signing::WebhookKeys;
 
 /// The runs the driver can make at each client count.
@@ -80,9 +80,10 @@ struct Args {
     /// Share of the duplicate mix's requests that repeat a key, in percent.
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=100))]
     duplicate_percent: u32,
-    /// After the runs at the largest client count, send payouts at half the
-    /// target rate there (0.5 x the baseline with distinct wallets, 0.25 x
-    /// with one wallet) and report their latency. Needs the baseline.
+    /// After the runs at the largest client count, send payouts there at
+    /// fixed rates and report their latency: half the target rate (0.5 x the
+    /// baseline with distinct wallets, 0.25 x with one wallet) and half the
+    /// throughput the payouts runs reached.
     #[arg(long)]
     half_load: bool,
     /// Process id of the service, to report its memory and CPU time.
@@ -233,7 +234,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if args.half_load {
-        rows.extend(half_load(&args, &driver, max_clients, &baselines).await?);
+        let paced = half_load(&args, &driver, max_clients, &baselines, &rows).await?;
+        rows.extend(paced);
     }
 
     println!();
@@ -288,40 +290,65 @@ fn label(mix: MixArg) -> RunLabel {
     }
 }
 
-/// Sends payouts at half the target rate at `clients`: 0.5 x the baseline
-/// with distinct wallets, and 0.25 x the one-wallet baseline, whose target
-/// is 0.5 x.
+/// Target throughput of payouts at the largest client count, as a share of
+/// the baseline: 1.0 x with distinct wallets and 0.5 x with one wallet.
+fn target_share(distinct: bool) -> f64 {
+    if distinct { 1.0 } else { 0.5 }
+}
+
+/// Rates of the half-load runs: half the target rate (from the baseline)
+/// and half the throughput the service reached, each when known.
+fn half_load_rates(
+    baseline_per_second: Option<f64>,
+    measured_per_second: Option<f64>,
+    distinct: bool,
+) -> Vec<(HalfOf, f64)> {
+    let mut rates = Vec::new();
+    if let Some(baseline) = baseline_per_second.filter(|tps| *tps > 0.0) {
+        rates.push((HalfOf::Target, baseline * target_share(distinct) * 0.5));
+    }
+    if let Some(measured) = measured_per_second.filter(|rate| *rate > 0.0) {
+        rates.push((HalfOf::Measured, measured * 0.5));
+    }
+    rates
+}
+
+/// Sends payouts at fixed rates at `clients`, with distinct wallets and
+/// with one wallet, to measure latency below saturation. See
+/// [`half_load_rates`] for the rates.
 async fn half_load(
     args: &Args,
     driver: &Arc<Driver>,
     clients: usize,
     baselines: &BTreeMap<(usize, bool), BaselineRun>,
+    measured: &[Row],
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (mix, distinct, share) in [
-        (MixArg::PayoutsMany, true, 0.5),
-        (MixArg::PayoutsOne, false, 0.25),
-    ] {
-        let Some(baseline) = baselines.get(&(clients, distinct)) else {
-            eprintln!(
-                "half load: no baseline at {clients} clients for {:?}, skipped",
-                label(mix)
+    for (mix, distinct) in [(MixArg::PayoutsMany, true), (MixArg::PayoutsOne, false)] {
+        let baseline = baselines.get(&(clients, distinct)).map(|run| &run.summary);
+        let ours = measured
+            .iter()
+            .find(|row| row.clients == clients && row.label == label(mix))
+            .map(|row| row.summary.per_second);
+        let rates = half_load_rates(baseline.map(|b| b.per_second), ours, distinct);
+        if rates.is_empty() {
+            eprintln!("half load: no baseline and no {mix:?} run at {clients} clients, skipped");
+        }
+        for (half_of, rate) in rates {
+            let result = mixes::run_phase(driver, &phase(args, mix, clients, Some(rate))).await?;
+            let row = Row::ours(
+                clients,
+                RunLabel::HalfLoad {
+                    distinct,
+                    half_of,
+                    rate_per_second: rate,
+                },
+                &result,
+                baseline,
             );
-            continue;
-        };
-        let rate = baseline.summary.per_second * share;
-        let result = mixes::run_phase(driver, &phase(args, mix, clients, Some(rate))).await?;
-        let row = Row::ours(
-            clients,
-            RunLabel::HalfLoad {
-                distinct,
-                rate_per_second: rate,
-            },
-            &result,
-            Some(&baseline.summary),
-        );
-        println!("{}", row.line());
-        rows.push(row);
+            println!("{}", row.line());
+            rows.push(row);
+        }
     }
     Ok(rows)
 }
@@ -377,4 +404,32 @@ async fn wait_final(driver: &Driver, result: &PhaseResult) -> anyhow::Result<()>
         finals.join(" ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_load_of_target_and_measured() {
+        assert_eq!(
+            half_load_rates(Some(2000.0), Some(600.0), true),
+            vec![(HalfOf::Target, 1000.0), (HalfOf::Measured, 300.0)]
+        );
+        // The one-wallet target is 0.5 x its baseline, so half of it is 0.25 x.
+        assert_eq!(
+            half_load_rates(Some(800.0), Some(100.0), false),
+            vec![(HalfOf::Target, 200.0), (HalfOf::Measured, 50.0)]
+        );
+    }
+
+    #[test]
+    fn half_load_without_figures() {
+        assert_eq!(
+            half_load_rates(None, Some(600.0), true),
+            vec![(HalfOf::Measured, 300.0)]
+        );
+        assert!(half_load_rates(Some(0.0), None, true).is_empty());
+        assert!(half_load_rates(None, Some(0.0), false).is_empty());
+    }
 }

@@ -158,6 +158,7 @@ pub async fn run_phase(driver: &Arc<Driver>, phase: &Phase) -> anyhow::Result<Ph
         .and_then(|pid| service::cpu_seconds(&pid.to_string()));
     let driver_cpu_before = service::cpu_seconds("self");
 
+    let wall_start = unix_seconds_f64();
     let started = Instant::now();
     let deadline = started + phase.max_duration;
     let mut workers = Vec::with_capacity(phase.clients);
@@ -180,6 +181,14 @@ pub async fn run_phase(driver: &Arc<Driver>, phase: &Phase) -> anyhow::Result<Ph
         created.extend(output.created);
     }
     let elapsed = started.elapsed();
+    // Unix times let a reader match the run with the service's log.
+    eprintln!(
+        "{:?} run, {:?} wallets, {} clients: unix time {wall_start:.3} to {:.3}",
+        phase.mix,
+        phase.wallets,
+        phase.clients,
+        unix_seconds_f64()
+    );
 
     running.store(false, Ordering::Relaxed);
     if let Some(sampler) = sampler {
@@ -246,7 +255,9 @@ async fn run_worker(
     let mut sent = 0_usize;
     loop {
         let ticket = next.fetch_add(1, Ordering::Relaxed);
-        if ticket >= phase.requests {
+        // A paced worker that falls behind still stops at the deadline, and
+        // the tickets it did not send are missing from the request count.
+        if ticket >= phase.requests || Instant::now() >= deadline {
             break;
         }
         let due = match phase.rate {
@@ -260,9 +271,6 @@ async fn run_worker(
             }
             None => Instant::now(),
         };
-        if due >= deadline {
-            break;
-        }
         let class = match phase.mix {
             Mix::Payouts => {
                 let provider = provider_for(worker + sent);
@@ -400,6 +408,13 @@ async fn send_duplicate_mix(
             Ok((check_replay(first, &reply), None))
         }
     }
+}
+
+fn unix_seconds_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs_f64())
+        .unwrap_or_default()
 }
 
 fn unix_now() -> i64 {

@@ -16,8 +16,18 @@ pub enum RunLabel {
     /// Payouts sent at a fixed rate.
     HalfLoad {
         distinct: bool,
+        half_of: HalfOf,
         rate_per_second: f64,
     },
+}
+
+/// Rate that a half-load run sends half of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfOf {
+    /// The target throughput, a share of the baseline.
+    Target,
+    /// The throughput that the unpaced payouts run reached.
+    Measured,
 }
 
 impl RunLabel {
@@ -32,9 +42,14 @@ impl RunLabel {
             Self::Reads => "reads".to_owned(),
             Self::HalfLoad {
                 distinct,
+                half_of,
                 rate_per_second,
             } => format!(
-                "payouts at {rate_per_second:.0}/s, {}",
+                "payouts at {rate_per_second:.0}/s (half the {}), {}",
+                match half_of {
+                    HalfOf::Target => "target",
+                    HalfOf::Measured => "measured rate",
+                },
                 if *distinct {
                     "distinct wallets"
                 } else {
