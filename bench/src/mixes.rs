@@ -173,13 +173,14 @@ pub async fn run_phase(driver: &Arc<Driver>, phase: &Phase) -> anyhow::Result<Ph
     }
     let mut latencies_us = Vec::new();
     let mut tally = Tally::default();
-    let mut created = Vec::new();
+    let mut created_by_worker = Vec::with_capacity(workers.len());
     for worker in workers {
         let output = worker.await.context("worker panicked")?;
         latencies_us.extend(output.latencies_us);
         tally.merge(output.tally);
-        created.extend(output.created);
+        created_by_worker.push(output.created);
     }
+    let created = interleave(created_by_worker);
     let elapsed = started.elapsed();
     // Unix times let a reader match the run with the service's log.
     eprintln!(
@@ -220,6 +221,24 @@ pub async fn run_phase(driver: &Arc<Driver>, phase: &Phase) -> anyhow::Result<Ph
         service_cpu_seconds: difference(service_cpu_before, service_cpu_after),
         driver_cpu_seconds: difference(driver_cpu_before, driver_cpu_after),
     })
+}
+
+/// Merges the workers' lists round-robin, so that consecutive payouts of
+/// the result come from different workers and, with distinct wallets, from
+/// different wallets. The webhooks mix takes payouts from the end of this
+/// order, and concatenated lists would send it one wallet's payouts in a row.
+fn interleave<T>(lists: Vec<Vec<T>>) -> Vec<T> {
+    let total = lists.iter().map(Vec::len).sum();
+    let mut iterators: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    let mut merged = Vec::with_capacity(total);
+    while merged.len() < total {
+        for iterator in &mut iterators {
+            if let Some(item) = iterator.next() {
+                merged.push(item);
+            }
+        }
+    }
+    merged
 }
 
 fn difference(before: Option<f64>, after: Option<f64>) -> Option<f64> {
@@ -607,6 +626,18 @@ mod tests {
             status: StatusCode::CREATED,
             body: json!({ "id": "p1", "status": "pending" }),
         }
+    }
+
+    #[test]
+    fn interleave_alternates_workers() {
+        let merged = interleave(vec![vec![1, 2, 3], vec![10], vec![], vec![20, 21]]);
+        assert_eq!(merged, vec![1, 10, 20, 2, 21, 3]);
+    }
+
+    #[test]
+    fn interleave_of_nothing() {
+        assert!(interleave::<u8>(Vec::new()).is_empty());
+        assert!(interleave::<u8>(vec![Vec::new(), Vec::new()]).is_empty());
     }
 
     #[test]
