@@ -2,12 +2,12 @@
 """Count the SQL statements the service ran during each nepxy-bench run.
 
 Usage:
-    BENCH_SERVICE_LOG='warn,sqlx::query=debug' scripts/bench.sh ARGS... 2>driver.log
+    BENCH_SERVICE_LOG='warn,sqlx::query=debug' scripts/bench.sh ARGS... >driver.log 2>&1
     bench/statements.py target/bench/server.log driver.log
 
 The service logs one `sqlx::query` line per statement (with RUST_LOG as
 above), and nepxy-bench prints the Unix start and end time of each run to
-stderr. For each run this prints the statements per request, grouped by
+stderr and its figures to stdout. For each run this prints the statements per request, grouped by
 their leading words, including statements of background tasks (dispatcher,
 projector) that ran during the run. BEGIN and COMMIT count as statements
 because each is one round trip.
@@ -57,7 +57,7 @@ def read_statements(path):
 
 def main():
     if len(sys.argv) != 3:
-        sys.exit("usage: statements.py SERVER_LOG DRIVER_STDERR_AND_STDOUT")
+        sys.exit("usage: statements.py SERVER_LOG DRIVER_OUTPUT (stdout and stderr of scripts/bench.sh)")
     statements = read_statements(sys.argv[1])
     for name, start, end, requests in read_runs(sys.argv[2]):
         if not requests:
