@@ -95,7 +95,7 @@ struct Args {
     pg_bin: Option<PathBuf>,
     /// Database for the baseline tables (setup.sql drops and recreates its
     /// schema nepxy_baseline); never the service's database.
-    #[arg(long, requires = "pg_bin", hide_env_values = true)]
+    #[arg(long, requires = "pg_bin")]
     baseline_url: Option<String>,
     /// Directory with the baseline's setup.sql and payout.sql.
     #[arg(long, default_value = "bench/pgbench")]
