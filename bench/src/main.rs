@@ -1,33 +1,54 @@
-//! `nepxy-bench`: sends payout commands to a running service over loopback
-//! HTTP and reports throughput and latency.
+//! `nepxy-bench`: sends payout commands, repeated keys, signed provider
+//! webhooks and reads to a running service over loopback HTTP. Between its
+//! runs it runs the pgbench baseline against the same PostgreSQL, and it
+//! reports each figure with its ratio to the baseline at the same client
+//! count.
 //!
 //! The service must run against an empty database with BOOTSTRAP_ADMIN_SECRET
 //! set, because the driver creates its own admin, clients and deposits.
-//! Every run is bounded by `--requests` and `--max-seconds`.
+//! Every run is bounded by `--requests` and `--max-seconds`, and pgbench by
+//! `--max-seconds`.
+
+mod mixes;
+mod pgbench;
+mod report;
+mod service;
+mod signing;
+mod stats;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Wallets {
-    /// Every request pays out from one client's single XOF wallet.
-    One,
-    /// Each concurrent worker has its own client and wallet.
-    Many,
+use crate::mixes::{Driver, Mix, Phase, PhaseResult, Wallets};
+use crate::pgbench::{Baseline, BaselineRun, WalletSpread};
+use crate::report::{HalfOf, Row, RunLabel};
+use crate::signing::WebhookKeys;
+
+/// The runs the driver can make at each client count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+enum MixArg {
+    /// New payouts, each worker paying from its own wallet.
+    PayoutsMany,
+    /// New payouts, every worker paying from one client's single wallet.
+    PayoutsOne,
+    /// Payouts where --duplicate-percent of the requests repeat a key.
+    Duplicates,
+    /// Signed TMoney and Thunes success reports for payouts of this run.
+    Webhooks,
+    /// GET of a payout and GET of a balance, alternately.
+    Reads,
 }
 
 #[derive(Parser)]
 #[command(
     name = "nepxy-bench",
-    about = "Payout load driver for the Nepxy ledger"
+    about = "Load driver for the Nepxy ledger, with ratios to a pgbench baseline"
 )]
 struct Args {
     /// Base URL of the service; loopback only.
@@ -35,24 +56,62 @@ struct Args {
     base_url: String,
     #[arg(long, env = "BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
     bootstrap_secret: String,
-    /// Concurrent clients sending requests.
-    #[arg(long, default_value_t = 16)]
-    clients: usize,
-    /// Total payout requests of the measured run.
-    #[arg(long, default_value_t = 4000)]
+    /// Concurrent clients of each run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    clients: Vec<usize>,
+    /// Runs made at each client count, comma-separated, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "payouts-many,payouts-one,duplicates,webhooks,reads"
+    )]
+    mixes: Vec<MixArg>,
+    /// Maximum requests of each run.
+    #[arg(long, default_value_t = 20_000)]
     requests: usize,
-    /// Requests sent before measuring, to warm up connections and caches.
+    /// Maximum duration of each run and of each pgbench run, in seconds.
+    #[arg(long, default_value_t = 8)]
+    max_seconds: u64,
+    /// Payouts sent before the first measured run, to open connections and
+    /// warm caches.
     #[arg(long, default_value_t = 200)]
     warmup: usize,
-    /// Hard stop of the measured run, in seconds.
-    #[arg(long, default_value_t = 120)]
-    max_seconds: u64,
-    #[arg(long, value_enum, default_value_t = Wallets::Many)]
-    wallets: Wallets,
-    /// Process id of the service, to report its peak resident memory.
+    /// Share of the duplicate mix's requests that repeat a key, in percent.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(0..=100))]
+    duplicate_percent: u32,
+    /// After the runs at the largest client count, send payouts there at
+    /// fixed rates and report their latency: half the target rate (0.5 x the
+    /// baseline with distinct wallets, 0.25 x with one wallet) and half the
+    /// throughput the payouts runs reached.
+    #[arg(long)]
+    half_load: bool,
+    /// Process id of the service, to report its memory and CPU time.
     #[arg(long)]
     service_pid: Option<u32>,
-    /// After sending, wait until every payout of the measured run reaches a
+    /// Directory with pgbench and psql; with --baseline-url, runs the
+    /// baseline before the matching runs.
+    #[arg(long, requires = "baseline_url")]
+    pg_bin: Option<PathBuf>,
+    /// Database for the baseline tables (setup.sql drops and recreates its
+    /// schema nepxy_baseline); never the service's database.
+    #[arg(long, requires = "pg_bin")]
+    baseline_url: Option<String>,
+    /// Directory with the baseline's setup.sql and payout.sql.
+    #[arg(long, default_value = "bench/pgbench")]
+    baseline_scripts: PathBuf,
+    /// Directory for pgbench's per-transaction logs.
+    #[arg(long, default_value = "target")]
+    work_dir: PathBuf,
+    /// TMoney webhook secret the service verifies with; needed by the
+    /// webhooks mix.
+    #[arg(long, env = "TMONEY_WEBHOOK_SECRET", hide_env_values = true)]
+    tmoney_webhook_secret: Option<String>,
+    /// Thunes webhook secret (whsec_ and base64) the service verifies with;
+    /// needed by the webhooks mix.
+    #[arg(long, env = "THUNES_WEBHOOK_SECRET", hide_env_values = true)]
+    thunes_webhook_secret: Option<String>,
+    /// After each payouts run, wait until every payout it created reaches a
     /// final status (the service must run with a provider sandbox), and
     /// report payouts per second from first request to last final status.
     #[arg(long)]
@@ -61,10 +120,9 @@ struct Args {
     /// sandbox's outcome (00 succeeds).
     #[arg(long, default_value = "+22890000000")]
     msisdn: String,
-}
-
-struct Caller {
-    token: String,
+    /// Also write the result table, in Markdown, to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -76,273 +134,233 @@ async fn main() -> anyhow::Result<()> {
             args.base_url
         );
     }
+    if args.clients.is_empty() || args.clients.contains(&0) {
+        bail!("--clients must list counts of at least 1");
+    }
+    let max_clients = args.clients.iter().copied().max().unwrap_or(1);
+    let keys = match (&args.tmoney_webhook_secret, &args.thunes_webhook_secret) {
+        (Some(tmoney), Some(thunes)) => Some(WebhookKeys::from_secrets(tmoney, thunes)?),
+        _ if args.mixes.contains(&MixArg::Webhooks) => bail!(
+            "the webhooks mix needs TMONEY_WEBHOOK_SECRET and THUNES_WEBHOOK_SECRET, \
+             the same values the service runs with"
+        ),
+        _ => None,
+    };
+    let baseline = match (&args.pg_bin, &args.baseline_url) {
+        (Some(pg_bin), Some(url)) => {
+            std::fs::create_dir_all(&args.work_dir)
+                .with_context(|| format!("failed to create {}", args.work_dir.display()))?;
+            Some(Baseline {
+                pg_bin: pg_bin.clone(),
+                url: url.clone(),
+                scripts: args.baseline_scripts.clone(),
+                log_dir: args.work_dir.clone(),
+            })
+        }
+        _ => None,
+    };
+
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(args.clients)
+        .pool_max_idle_per_host(max_clients)
         .build()?;
+    let callers = service::setup(
+        &http,
+        &args.base_url,
+        &args.bootstrap_secret,
+        max_clients,
+        900_000_000,
+    )
+    .await?;
+    let driver = Arc::new(Driver::new(
+        http,
+        args.base_url.clone(),
+        callers,
+        args.msisdn.clone(),
+        keys,
+        args.service_pid,
+    ));
 
-    let callers = setup(&http, &args).await?;
-    let callers = Arc::new(callers);
-
-    run(&http, &args, &callers, args.warmup, "warmup").await?;
-    let report = run(&http, &args, &callers, args.requests, "measured").await?;
-    report.print(&args);
-    if args.wait_final {
-        wait_final(&http, &args, &callers, &report).await?;
+    if args.warmup > 0 {
+        let warmup = phase(&args, MixArg::PayoutsMany, max_clients.min(16), None);
+        let result = mixes::run_phase(
+            &driver,
+            &Phase {
+                requests: args.warmup,
+                ..warmup
+            },
+        )
+        .await?;
+        eprintln!(
+            "warmup: {} requests in {:.2} s, errors {}",
+            result.summary.count,
+            result.elapsed.as_secs_f64(),
+            result.tally.errors_text()
+        );
     }
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut baselines: BTreeMap<(usize, bool), BaselineRun> = BTreeMap::new();
+    for &clients in &args.clients {
+        for &mix in &args.mixes {
+            let spread = match mix {
+                MixArg::PayoutsOne => WalletSpread::One,
+                _ => WalletSpread::Distinct,
+            };
+            let key = (clients, spread == WalletSpread::Distinct);
+            if let Some(baseline) = &baseline
+                && !baselines.contains_key(&key)
+            {
+                let run = baseline.run(clients, spread, args.max_seconds)?;
+                let row = Row::baseline(clients, spread, &run);
+                println!("{}", row.line());
+                rows.push(row);
+                baselines.insert(key, run);
+            }
+            let result = mixes::run_phase(&driver, &phase(&args, mix, clients, None)).await?;
+            if args.wait_final && matches!(mix, MixArg::PayoutsMany | MixArg::PayoutsOne) {
+                wait_final(&driver, &result).await?;
+            }
+            let row = Row::ours(
+                clients,
+                label(mix),
+                &result,
+                baselines.get(&key).map(|run| &run.summary),
+            );
+            println!("{}", row.line());
+            rows.push(row);
+        }
+    }
+
+    if args.half_load {
+        let paced = half_load(&args, &driver, max_clients, &baselines, &rows).await?;
+        rows.extend(paced);
+    }
+
+    println!();
+    println!(
+        "all runs took {:.0} s; ratios are ours / baseline at the same client count",
+        started.elapsed().as_secs_f64()
+    );
+    let table = report::markdown(&rows);
+    println!("{table}");
     if let Some(pid) = args.service_pid {
-        match peak_rss_kib(pid) {
-            Some(kib) => println!("service peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        match service::peak_rss_kib(pid) {
+            Some(kib) => println!(
+                "service peak RSS over the whole run: {:.1} MiB",
+                kib as f64 / 1024.0
+            ),
             None => println!("service peak RSS: unavailable for pid {pid}"),
         }
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, &table)
+            .with_context(|| format!("failed to write {}", path.display()))?;
     }
     Ok(())
 }
 
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    key: Option<&str>,
-    body: Value,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = http
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    Ok((status, body))
-}
-
-async fn token(http: &reqwest::Client, base: &str, created: &Value) -> anyhow::Result<String> {
-    let (status, body) = post(
-        http,
-        format!("{base}/v1/auth/token"),
-        None,
-        None,
-        json!({
-            "grant_type": "client_credentials",
-            "client_id": created["client_id"],
-            "client_secret": created["client_secret"],
-        }),
-    )
-    .await?;
-    if status != StatusCode::OK {
-        bail!("token request failed with {status}: {body}");
-    }
-    Ok(body["access_token"]
-        .as_str()
-        .context("access_token missing")?
-        .to_owned())
-}
-
-/// Creates the admin, the paying clients and their deposits.
-async fn setup(http: &reqwest::Client, args: &Args) -> anyhow::Result<Vec<Caller>> {
-    let base = &args.base_url;
-    let mut request = http
-        .post(format!("{base}/v1/admin/bootstrap"))
-        .header("x-bootstrap-secret", &args.bootstrap_secret);
-    request = request.header("content-type", "application/json");
-    let response = request.send().await.context("service not reachable")?;
-    let status = response.status();
-    let admin: Value = response.json().await.unwrap_or(Value::Null);
-    if status != StatusCode::CREATED {
-        bail!("bootstrap failed with {status}: {admin}; the driver needs an empty database");
-    }
-    let admin_token = token(http, base, &admin).await?;
-
-    let wallet_count = match args.wallets {
-        Wallets::One => 1,
-        Wallets::Many => args.clients,
+fn phase(args: &Args, mix: MixArg, clients: usize, rate: Option<f64>) -> Phase {
+    let (mix, wallets) = match mix {
+        MixArg::PayoutsMany => (Mix::Payouts, Wallets::Distinct),
+        MixArg::PayoutsOne => (Mix::Payouts, Wallets::One),
+        MixArg::Duplicates => (Mix::Duplicates, Wallets::Distinct),
+        MixArg::Webhooks => (Mix::Webhooks, Wallets::Distinct),
+        MixArg::Reads => (Mix::Reads, Wallets::Distinct),
     };
-    let mut callers = Vec::with_capacity(wallet_count);
-    for index in 0..wallet_count {
-        let (status, created) = post(
-            http,
-            format!("{base}/v1/admin/clients"),
-            Some(&admin_token),
-            None,
-            json!({ "name": format!("bench client {index}"), "role": "client" }),
-        )
-        .await?;
-        if status != StatusCode::CREATED {
-            bail!("client creation failed with {status}: {created}");
-        }
-        let client_id = created["client_id"]
-            .as_str()
-            .context("client_id missing")?
-            .to_owned();
-        let (status, body) = post(
-            http,
-            format!("{base}/v1/accounts/{client_id}/deposits"),
-            Some(&admin_token),
-            Some(&Uuid::new_v4().to_string()),
-            json!({ "amount": 900_000_000, "currency": "XOF" }),
-        )
-        .await?;
-        if status != StatusCode::CREATED {
-            bail!("deposit failed with {status}: {body}");
-        }
-        callers.push(Caller {
-            token: token(http, base, &created).await?,
-        });
-    }
-    Ok(callers)
-}
-
-struct Report {
-    started: Instant,
-    /// Ids of the created payouts, with the index of the caller that owns them.
-    payouts: Vec<(usize, String)>,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-    statuses: BTreeMap<String, usize>,
-}
-
-impl Report {
-    fn print(&self, args: &Args) {
-        let mut sorted = self.latencies_us.clone();
-        sorted.sort_unstable();
-        let percentile = |p: f64| -> f64 {
-            if sorted.is_empty() {
-                return 0.0;
-            }
-            let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-            sorted[index] as f64 / 1000.0
-        };
-        let completed = sorted.len();
-        println!(
-            "payouts: {completed} requests, {} clients, wallets={:?}, {:.2} s",
-            args.clients,
-            args.wallets,
-            self.elapsed.as_secs_f64()
-        );
-        println!(
-            "throughput: {:.0} requests/s",
-            completed as f64 / self.elapsed.as_secs_f64()
-        );
-        println!(
-            "latency ms: p50 {:.2}, p99 {:.2}, max {:.2}",
-            percentile(0.50),
-            percentile(0.99),
-            percentile(1.0)
-        );
-        let statuses: Vec<String> = self
-            .statuses
-            .iter()
-            .map(|(status, n)| format!("{status}={n}"))
-            .collect();
-        println!("statuses: {}", statuses.join(" "));
+    Phase {
+        mix,
+        wallets,
+        clients,
+        requests: args.requests,
+        max_duration: Duration::from_secs(args.max_seconds),
+        rate,
+        duplicate_percent: args.duplicate_percent,
     }
 }
 
-/// Sends `total` payouts with unique keys from `args.clients` workers.
-async fn run(
-    http: &reqwest::Client,
+fn label(mix: MixArg) -> RunLabel {
+    match mix {
+        MixArg::PayoutsMany => RunLabel::PayoutsMany,
+        MixArg::PayoutsOne => RunLabel::PayoutsOne,
+        MixArg::Duplicates => RunLabel::Duplicates,
+        MixArg::Webhooks => RunLabel::Webhooks,
+        MixArg::Reads => RunLabel::Reads,
+    }
+}
+
+/// Target throughput of payouts at the largest client count, as a share of
+/// the baseline: 1.0 x with distinct wallets and 0.5 x with one wallet.
+fn target_share(distinct: bool) -> f64 {
+    if distinct { 1.0 } else { 0.5 }
+}
+
+/// Rates of the half-load runs: half the target rate (from the baseline)
+/// and half the throughput the service reached, each when known.
+fn half_load_rates(
+    baseline_per_second: Option<f64>,
+    measured_per_second: Option<f64>,
+    distinct: bool,
+) -> Vec<(HalfOf, f64)> {
+    let mut rates = Vec::new();
+    if let Some(baseline) = baseline_per_second.filter(|tps| *tps > 0.0) {
+        rates.push((HalfOf::Target, baseline * target_share(distinct) * 0.5));
+    }
+    if let Some(measured) = measured_per_second.filter(|rate| *rate > 0.0) {
+        rates.push((HalfOf::Measured, measured * 0.5));
+    }
+    rates
+}
+
+/// Sends payouts at fixed rates at `clients`, with distinct wallets and
+/// with one wallet, to measure latency below saturation. See
+/// [`half_load_rates`] for the rates.
+async fn half_load(
     args: &Args,
-    callers: &Arc<Vec<Caller>>,
-    total: usize,
-    label: &str,
-) -> anyhow::Result<Report> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(args.clients);
-    for worker in 0..args.clients {
-        let http = http.clone();
-        let callers = Arc::clone(callers);
-        let next = Arc::clone(&next);
-        let url = format!("{}/v1/payouts", args.base_url);
-        let run_id = Uuid::new_v4();
-        let msisdn = args.msisdn.clone();
-        workers.push(tokio::spawn(async move {
-            let caller_index = worker % callers.len();
-            let caller = &callers[caller_index];
-            let mut latencies = Vec::new();
-            let mut created = Vec::new();
-            let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
-                let key = format!("{run_id}-{}", latencies.len());
-                let body = json!({
-                    "amount": 1_000,
-                    "currency": "XOF",
-                    "provider": "tmoney",
-                    "recipient": { "msisdn": msisdn },
-                });
-                let sent = Instant::now();
-                let outcome = post(&http, url.clone(), Some(&caller.token), Some(&key), body).await;
-                latencies.push(sent.elapsed().as_micros() as u64);
-                let status = match outcome {
-                    Ok((status, body)) => {
-                        if let Some(id) = body["id"].as_str() {
-                            created.push((caller_index, id.to_owned()));
-                        }
-                        status.as_u16().to_string()
-                    }
-                    Err(_) => "transport-error".to_owned(),
-                };
-                *statuses.entry(status).or_default() += 1;
-            }
-            (latencies, statuses, created)
-        }));
-    }
-    let mut latencies_us = Vec::with_capacity(total);
-    let mut statuses = BTreeMap::new();
-    let mut payouts = Vec::with_capacity(total);
-    for worker in workers {
-        let (latencies, worker_statuses, created) = worker.await.context("worker panicked")?;
-        latencies_us.extend(latencies);
-        payouts.extend(created);
-        for (status, count) in worker_statuses {
-            *statuses.entry(status).or_default() += count;
+    driver: &Arc<Driver>,
+    clients: usize,
+    baselines: &BTreeMap<(usize, bool), BaselineRun>,
+    measured: &[Row],
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (mix, distinct) in [(MixArg::PayoutsMany, true), (MixArg::PayoutsOne, false)] {
+        let baseline = baselines.get(&(clients, distinct)).map(|run| &run.summary);
+        let ours = measured
+            .iter()
+            .find(|row| row.clients == clients && row.label == label(mix))
+            .map(|row| row.summary.per_second);
+        let rates = half_load_rates(baseline.map(|b| b.per_second), ours, distinct);
+        if rates.is_empty() {
+            eprintln!("half load: no baseline and no {mix:?} run at {clients} clients, skipped");
+        }
+        for (half_of, rate) in rates {
+            let result = mixes::run_phase(driver, &phase(args, mix, clients, Some(rate))).await?;
+            let row = Row::ours(
+                clients,
+                RunLabel::HalfLoad {
+                    distinct,
+                    half_of,
+                    rate_per_second: rate,
+                },
+                &result,
+                baseline,
+            );
+            println!("{}", row.line());
+            rows.push(row);
         }
     }
-    let elapsed = started.elapsed();
-    eprintln!(
-        "{label} run finished: {} requests in {:.2} s",
-        latencies_us.len(),
-        elapsed.as_secs_f64()
-    );
-    Ok(Report {
-        started,
-        payouts,
-        elapsed,
-        latencies_us,
-        statuses,
-    })
-}
-
-/// Peak resident set size (VmHWM) of a process, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    Ok(rows)
 }
 
 /// Longest wait for the payouts of a run to reach a final status.
 const FINAL_WAIT: Duration = Duration::from_secs(300);
 
-/// Polls every created payout until it is succeeded or failed, then prints
-/// the end-to-end rate: payouts per second from the first request to the
-/// last final status.
-async fn wait_final(
-    http: &reqwest::Client,
-    args: &Args,
-    callers: &Arc<Vec<Caller>>,
-    report: &Report,
-) -> anyhow::Result<()> {
+/// Polls every payout of the run until it is final, then prints payouts per
+/// second from the run's first request to the last final status.
+async fn wait_final(driver: &Driver, result: &PhaseResult) -> anyhow::Result<()> {
     let deadline = Instant::now() + FINAL_WAIT;
-    let mut pending: Vec<(usize, String)> = report.payouts.clone();
+    let mut pending = result.created.clone();
     let mut finals: BTreeMap<String, usize> = BTreeMap::new();
     while !pending.is_empty() {
         if Instant::now() >= deadline {
@@ -353,10 +371,11 @@ async fn wait_final(
             );
         }
         let mut still_pending = Vec::new();
-        for (caller_index, id) in pending {
-            let response = http
-                .get(format!("{}/v1/payouts/{id}", args.base_url))
-                .bearer_auth(&callers[caller_index].token)
+        for payout in pending {
+            let response = driver
+                .http
+                .get(format!("{}/v1/payouts/{}", driver.base_url, payout.id))
+                .bearer_auth(&payout.caller.token)
                 .send()
                 .await?;
             let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -364,7 +383,7 @@ async fn wait_final(
                 Some(status @ ("succeeded" | "failed" | "reversed")) => {
                     *finals.entry(status.to_owned()).or_default() += 1;
                 }
-                _ => still_pending.push((caller_index, id)),
+                _ => still_pending.push(payout),
             }
         }
         pending = still_pending;
@@ -372,17 +391,45 @@ async fn wait_final(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let elapsed = report.started.elapsed();
+    let elapsed = result.started.elapsed();
     let finals: Vec<String> = finals
         .iter()
         .map(|(status, n)| format!("{status}={n}"))
         .collect();
     println!(
         "end to end: {} payouts final in {:.2} s, {:.0} payouts/s ({})",
-        report.payouts.len(),
+        result.created.len(),
         elapsed.as_secs_f64(),
-        report.payouts.len() as f64 / elapsed.as_secs_f64(),
+        result.created.len() as f64 / elapsed.as_secs_f64(),
         finals.join(" ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_load_of_target_and_measured() {
+        assert_eq!(
+            half_load_rates(Some(2000.0), Some(600.0), true),
+            vec![(HalfOf::Target, 1000.0), (HalfOf::Measured, 300.0)]
+        );
+        // The one-wallet target is 0.5 x its baseline, so half of it is 0.25 x.
+        assert_eq!(
+            half_load_rates(Some(800.0), Some(100.0), false),
+            vec![(HalfOf::Target, 200.0), (HalfOf::Measured, 50.0)]
+        );
+    }
+
+    #[test]
+    fn half_load_without_figures() {
+        assert_eq!(
+            half_load_rates(None, Some(600.0), true),
+            vec![(HalfOf::Measured, 300.0)]
+        );
+        assert!(half_load_rates(Some(0.0), None, true).is_empty());
+        assert!(half_load_rates(None, Some(0.0), false).is_empty());
+    }
 }
