@@ -23,39 +23,42 @@ pub async fn deposit(
     let wallet_id = &wallet_id;
     let reason = &reason;
     run_idempotent(store, request, move |mut unit| async move {
-        unit.lock_aggregates(&[("Wallet", wallet_id)]).await?;
-        let mut wallet = unit.load_wallet(wallet_id, deposit_id).await?;
-        let events = wallet.aggregate.decide(WalletCommand::Deposit {
-            client_id,
-            currency: money.currency,
-            deposit_id,
-            amount_minor: money.amount_minor,
-        })?;
-        let mut metadata = request.metadata(Source::Admin);
-        metadata.reason.clone_from(reason);
-        unit.append(&mut wallet, events, &metadata).await?;
-        tracing::info!(
-            %deposit_id,
-            %client_id,
-            amount_minor = money.amount_minor,
-            currency = %money.currency,
-            "deposit recorded"
-        );
-        Ok((
-            unit,
-            StatusCode::CREATED,
-            json!({
-                "deposit_id": deposit_id,
-                "client_id": client_id,
-                "amount": money.amount_minor,
-                "currency": money.currency.code(),
-                "balance": {
+        let result = async {
+            unit.lock_aggregates(&[("Wallet", wallet_id)]).await?;
+            let mut wallet = unit.load_wallet(wallet_id, deposit_id).await?;
+            let events = wallet.aggregate.decide(WalletCommand::Deposit {
+                client_id,
+                currency: money.currency,
+                deposit_id,
+                amount_minor: money.amount_minor,
+            })?;
+            let mut metadata = request.metadata(Source::Admin);
+            metadata.reason.clone_from(reason);
+            unit.append(&mut wallet, events, &metadata).await?;
+            tracing::info!(
+                %deposit_id,
+                %client_id,
+                amount_minor = money.amount_minor,
+                currency = %money.currency,
+                "deposit recorded"
+            );
+            Ok((
+                StatusCode::CREATED,
+                json!({
+                    "deposit_id": deposit_id,
+                    "client_id": client_id,
+                    "amount": money.amount_minor,
                     "currency": money.currency.code(),
-                    "available": wallet.aggregate.available_minor,
-                    "held": wallet.aggregate.held_minor,
-                },
-            }),
-        ))
+                    "balance": {
+                        "currency": money.currency.code(),
+                        "available": wallet.aggregate.available_minor,
+                        "held": wallet.aggregate.held_minor,
+                    },
+                }),
+            ))
+        }
+        .await;
+        (unit, result)
     })
     .await
 }

@@ -88,7 +88,7 @@ pub async fn run_idempotent<F, Fut>(
 ) -> Result<Outcome, ApiError>
 where
     F: FnMut(UnitOfWork) -> Fut,
-    Fut: Future<Output = Result<(UnitOfWork, StatusCode, Value), ApiError>>,
+    Fut: Future<Output = (UnitOfWork, Result<(StatusCode, Value), ApiError>)>,
 {
     let client_id = request.principal.client_id;
     let fingerprint = request.fingerprint();
@@ -100,11 +100,15 @@ where
             .try_lock(LOCK_NAMESPACE, &lock_name(client_id, request.key))
             .await?
         {
+            release(unit).await;
             return Err(ApiError::Conflict {
                 detail: "a request with this Idempotency-Key is still in progress; retry after it completes".to_owned(),
             });
         }
         if let Some(stored) = unit.stored_response(client_id, request.key).await? {
+            // Rolled back before answering, so that the key's lock is free
+            // when the client sends its next request.
+            release(unit).await;
             if stored.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyKeyReused);
             }
@@ -115,7 +119,17 @@ where
             });
         }
 
-        match finish(work(unit).await, client_id, request.key, &fingerprint).await {
+        let (unit, result) = work(unit).await;
+        let result = match result {
+            Ok((status, body)) => {
+                finish(unit, status, body, client_id, request.key, &fingerprint).await
+            }
+            Err(error) => {
+                release(unit).await;
+                Err(error)
+            }
+        };
+        match result {
             Err(ApiError::WriteConflict { .. }) if attempt < MAX_CONFLICT_ATTEMPTS => {
                 tracing::warn!(
                     attempt,
@@ -128,14 +142,24 @@ where
     }
 }
 
+/// Rolls back a unit of work before the answer is sent. Dropping it would
+/// also roll back, but only once the pool reuses the connection, and until
+/// then the Idempotency-Key's lock stays taken and a prompt retry gets 409.
+async fn release(unit: UnitOfWork) {
+    if let Err(error) = unit.rollback().await {
+        tracing::warn!(error = %error, "rollback failed; the connection is dropped instead");
+    }
+}
+
 /// Stores the answer of a command that ran and commits its unit of work.
 async fn finish(
-    result: Result<(UnitOfWork, StatusCode, Value), ApiError>,
+    mut unit: UnitOfWork,
+    status: StatusCode,
+    body: Value,
     client_id: Uuid,
     key: &str,
     fingerprint: &[u8],
 ) -> Result<Outcome, ApiError> {
-    let (mut unit, status, body) = result?;
     let response = StoredResponse {
         fingerprint: fingerprint.to_vec(),
         status_code: status.as_u16(),

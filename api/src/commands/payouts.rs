@@ -35,53 +35,57 @@ pub async fn request_payout(
 
     let (payout, payout_key, wallet_id) = (&payout, &payout_key, &wallet_id);
     run_idempotent(store, request, move |mut unit| async move {
-        // Checked after the stored-answer lookup, so an earlier accepted
-        // request still replays while its provider is off.
-        if switches.is_disabled(payout.provider) {
-            return Err(ApiError::ProviderDisabled {
+        let result = async {
+            // Checked after the stored-answer lookup, so an earlier accepted
+            // request still replays while its provider is off.
+            if switches.is_disabled(payout.provider) {
+                return Err(ApiError::ProviderDisabled {
+                    provider: payout.provider,
+                });
+            }
+            unit.lock_aggregates(&[("Payout", payout_key), ("Wallet", wallet_id)])
+                .await?;
+            let mut payout_aggregate = unit.load::<Payout>(payout_key).await?;
+            let mut wallet = unit.load_wallet(wallet_id, payout_id).await?;
+            let metadata = request.metadata(Source::Api);
+
+            let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
+                client_id,
+                currency: payout.money.currency,
+                payout_id,
+                amount_minor: payout.money.amount_minor,
+            })?;
+            let requested = payout_aggregate.aggregate.decide(PayoutCommand::Request {
+                payout_id,
+                client_id,
+                money: payout.money,
                 provider: payout.provider,
-            });
+                recipient: payout.recipient.clone(),
+                reference: payout.reference.clone(),
+                requested_at: metadata.recorded_at,
+            })?;
+
+            unit.append(&mut wallet, reserve, &metadata).await?;
+            let records = unit
+                .append(&mut payout_aggregate, requested, &metadata)
+                .await?;
+            let updated_at = records.last().map(|record| record.recorded_at);
+
+            let state = payout_aggregate.aggregate.state.as_ref().ok_or_else(|| {
+                ApiError::Internal(format!("payout {payout_id} has no state after its request"))
+            })?;
+            tracing::info!(
+                amount_minor = payout.money.amount_minor,
+                currency = %payout.money.currency,
+                provider = %payout.provider,
+                msisdn = %payout.recipient.msisdn.masked(),
+                "payout accepted"
+            );
+            let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
+            Ok((StatusCode::CREATED, body))
         }
-        unit.lock_aggregates(&[("Payout", payout_key), ("Wallet", wallet_id)])
-            .await?;
-        let mut payout_aggregate = unit.load::<Payout>(payout_key).await?;
-        let mut wallet = unit.load_wallet(wallet_id, payout_id).await?;
-        let metadata = request.metadata(Source::Api);
-
-        let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
-            client_id,
-            currency: payout.money.currency,
-            payout_id,
-            amount_minor: payout.money.amount_minor,
-        })?;
-        let requested = payout_aggregate.aggregate.decide(PayoutCommand::Request {
-            payout_id,
-            client_id,
-            money: payout.money,
-            provider: payout.provider,
-            recipient: payout.recipient.clone(),
-            reference: payout.reference.clone(),
-            requested_at: metadata.recorded_at,
-        })?;
-
-        unit.append(&mut wallet, reserve, &metadata).await?;
-        let records = unit
-            .append(&mut payout_aggregate, requested, &metadata)
-            .await?;
-        let updated_at = records.last().map(|record| record.recorded_at);
-
-        let state = payout_aggregate.aggregate.state.as_ref().ok_or_else(|| {
-            ApiError::Internal(format!("payout {payout_id} has no state after its request"))
-        })?;
-        tracing::info!(
-            amount_minor = payout.money.amount_minor,
-            currency = %payout.money.currency,
-            provider = %payout.provider,
-            msisdn = %payout.recipient.msisdn.masked(),
-            "payout accepted"
-        );
-        let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
-        Ok((unit, StatusCode::CREATED, body))
+        .await;
+        (unit, result)
     })
     .await
 }

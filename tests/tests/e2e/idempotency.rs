@@ -335,3 +335,44 @@ async fn identical_payout_storm_reserves_once() {
         "balance (available, held) after one reserve"
     );
 }
+
+/// Rounds of immediate retries in the prompt-retry test.
+const PROMPT_RETRIES: usize = 40;
+
+/// A client that retries at once after an answer must get the same answer
+/// again, never 409: each answer is sent only after its transaction, and the
+/// key's lock with it, has ended.
+#[tokio::test]
+async fn prompt_retry_never_sees_409() {
+    let app = spawn_app().await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let accepted = payout_body(1_000, "tmoney");
+    let too_large = payout_body(1_000_000, "tmoney");
+
+    let first = app.post_payout(&client, "prompt-ok", &accepted).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    for round in 0..PROMPT_RETRIES {
+        // A replay of a stored answer, a reused key and a rejected command.
+        let replay = app.post_payout(&client, "prompt-ok", &accepted).await;
+        assert_eq!(
+            replay.status,
+            StatusCode::CREATED,
+            "round {round}: {:?}",
+            replay.body
+        );
+        let reused = app.post_payout(&client, "prompt-ok", &too_large).await;
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "round {round}: {:?}",
+            reused.body
+        );
+        let rejected = app.post_payout(&client, "prompt-poor", &too_large).await;
+        assert_eq!(
+            rejected.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "round {round}: {:?}",
+            rejected.body
+        );
+    }
+}
