@@ -19,6 +19,7 @@ pub mod posting;
 pub mod provider;
 pub mod upcast;
 pub mod wallet;
+pub mod webhook_delivery;
 
 pub use client::{Client, ClientCommand, ClientError, ClientEvent, RevocationScope};
 pub use money::{Currency, Money, MoneyError};

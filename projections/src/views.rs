@@ -322,6 +322,17 @@ impl Projected for Client {
     }
 }
 
+/// Replays of webhook deliveries feed no read model: the operator listings
+/// read `webhook_replays`, and auditors read the events from the feed.
+impl Projected for nepxy_ledger::webhook_delivery::WebhookDelivery {
+    async fn project(
+        _conn: &mut PgConnection,
+        _record: &EventRecord<nepxy_ledger::webhook_delivery::WebhookDeliveryEvent>,
+    ) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
 /// Moves a payout's dispatch row forward; a row never moves back from done.
 async fn set_dispatch_state(
     conn: &mut PgConnection,

@@ -5,6 +5,7 @@ pub mod deposits;
 pub mod dispatch;
 pub mod outcomes;
 pub mod payouts;
+pub mod replays;
 pub mod tokens;
 
 use std::time::Duration;

@@ -314,7 +314,10 @@ pub struct NewReplay<'a> {
 }
 
 /// Records who replayed a delivery, why, and with what verdict.
-pub async fn record_replay(pool: &PgPool, replay: &NewReplay<'_>) -> Result<Uuid, StoreError> {
+pub async fn record_replay(
+    conn: &mut sqlx::PgConnection,
+    replay: &NewReplay<'_>,
+) -> Result<Uuid, StoreError> {
     let replay_id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO webhook_replays (replay_id, webhook_id, actor, reason, dry_run, verdict, detail) \
@@ -327,7 +330,7 @@ pub async fn record_replay(pool: &PgPool, replay: &NewReplay<'_>) -> Result<Uuid
     .bind(replay.dry_run)
     .bind(replay.verdict)
     .bind(replay.detail)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(replay_id)
 }

@@ -403,8 +403,10 @@ impl Intake {
         })?;
         let Some(body) = row.body.as_deref() else {
             let reason = "the delivery was oversized and its body was not stored".to_owned();
-            webhooks::record_replay(
-                self.store.pool(),
+            let metadata = replay_metadata(webhook_id, &actor, replay_reason);
+            crate::commands::replays::record(
+                &self.store,
+                provider.name(),
                 &webhooks::NewReplay {
                     webhook_id,
                     actor: &actor.subject,
@@ -413,6 +415,7 @@ impl Intake {
                     verdict: "malformed",
                     detail: Some(&reason),
                 },
+                &metadata,
             )
             .await?;
             return Ok(Some(Err(Refusal::Malformed { webhook_id, reason })));
@@ -423,15 +426,7 @@ impl Intake {
             body,
             path_token: path_token.as_deref(),
         };
-        let metadata = EventMetadata {
-            request_id: crate::request_id::current(),
-            actor: Some(actor.clone()),
-            source: Source::Replay,
-            idempotency_key: None,
-            webhook_id: Some(webhook_id.to_string()),
-            reason: Some(replay_reason.to_owned()),
-            recorded_at: Utc::now().trunc_subsecs(6),
-        };
+        let metadata = replay_metadata(webhook_id, &actor, replay_reason);
         tracing::info!(%webhook_id, actor = %actor.subject, dry_run, "replaying webhook");
         let outcome = self
             .process(
@@ -451,8 +446,9 @@ impl Intake {
                 ("malformed".to_owned(), Some(reason.clone()))
             }
         };
-        webhooks::record_replay(
-            self.store.pool(),
+        crate::commands::replays::record(
+            &self.store,
+            provider.name(),
             &webhooks::NewReplay {
                 webhook_id,
                 actor: &actor.subject,
@@ -461,9 +457,23 @@ impl Intake {
                 verdict: &verdict,
                 detail: detail.as_deref(),
             },
+            &metadata,
         )
         .await?;
         Ok(Some(outcome))
+    }
+}
+
+/// Metadata of the events an operator's replay writes.
+fn replay_metadata(webhook_id: Uuid, actor: &Actor, reason: &str) -> EventMetadata {
+    EventMetadata {
+        request_id: crate::request_id::current(),
+        actor: Some(actor.clone()),
+        source: Source::Replay,
+        idempotency_key: None,
+        webhook_id: Some(webhook_id.to_string()),
+        reason: Some(reason.to_owned()),
+        recorded_at: Utc::now().trunc_subsecs(6),
     }
 }
 

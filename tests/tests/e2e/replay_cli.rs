@@ -281,8 +281,8 @@ async fn orphans_dry_run_then_apply() {
     );
     assert_eq!(
         app.event_count().await,
-        events_before,
-        "dry run: no new events"
+        events_before + 1,
+        "dry run: only the record of the replay"
     );
     assert_eq!(
         stored_verdict(&app, webhook_id).await,

@@ -498,8 +498,8 @@ async fn replay_applied_is_duplicate() {
     );
     assert_eq!(
         staff.app.event_count().await,
-        events_before,
-        "no new events"
+        events_before + 1,
+        "only the record of the replay"
     );
     assert_eq!(
         staff.app.payout_status(&staff.client, payout_id).await,
@@ -559,11 +559,15 @@ async fn replay_events_metadata() {
     .await
     .expect("events written by the replay");
     let types: Vec<&str> = written.iter().map(|(kind, _)| kind.as_str()).collect();
-    assert_eq!(types, ["PayoutSucceeded", "FundsSettled"], "events written");
+    assert_eq!(
+        types,
+        ["PayoutSucceeded", "FundsSettled", "DeliveryReplayed"],
+        "events written: the outcome, then the record of the replay"
+    );
     assert_eq!(
         replayed.body["events"],
-        json!(types),
-        "the answer lists the events written"
+        json!(["PayoutSucceeded", "FundsSettled"]),
+        "the answer lists the events the report wrote"
     );
     for (kind, metadata) in &written {
         assert_eq!(metadata["source"], "replay", "{kind}: source");
@@ -614,9 +618,29 @@ async fn dry_run_changes_nothing() {
     );
     assert_eq!(
         staff.app.event_count().await,
-        events_before,
-        "dry run: no new events"
+        events_before + 1,
+        "dry run: only the record of the replay"
     );
+    let audit = staff
+        .app
+        .get(
+            "/v1/audit/events?event_type=DeliveryReplayed",
+            &staff.auditor.token,
+        )
+        .await;
+    assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
+    let recorded = &audit.body["items"][0];
+    assert_eq!(recorded["aggregate_type"], "WebhookDelivery");
+    assert_eq!(recorded["aggregate_id"], webhook_id.to_string());
+    let replayed = &recorded["payload"]["DeliveryReplayed"];
+    assert_eq!(replayed["dry_run"], true, "{recorded}");
+    assert_eq!(replayed["verdict"], "applied", "{recorded}");
+    assert_eq!(recorded["metadata"]["reason"], "check before applying");
+    assert_eq!(
+        recorded["metadata"]["actor"]["subject"],
+        staff.operator.client_id.to_string()
+    );
+    assert!(recorded["metadata"]["request_id"].is_string(), "{recorded}");
     assert_eq!(
         staff.app.stored_delivery(webhook_id).await.verdict,
         "orphan",
@@ -645,8 +669,8 @@ async fn dry_run_changes_nothing() {
     assert_eq!(real.body["verdict"], "applied", "replay verdict");
     assert_eq!(
         staff.app.event_count().await,
-        events_before + 2,
-        "replay events"
+        events_before + 4,
+        "replay events: two records of replays, the outcome and the settlement"
     );
     assert_eq!(
         staff.app.payout_status(&staff.client, payout_id).await,
@@ -695,8 +719,8 @@ async fn replay_rejected_conflict() {
     );
     assert_eq!(
         staff.app.event_count().await,
-        events_before,
-        "no new events"
+        events_before + 1,
+        "only the record of the replay"
     );
     let recorded: String =
         sqlx::query_scalar("SELECT verdict FROM webhook_replays WHERE webhook_id = $1")
