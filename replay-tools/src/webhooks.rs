@@ -42,7 +42,7 @@ pub struct ListArgs {
     #[arg(long)]
     provider: Option<String>,
     /// Only deliveries with this verdict, e.g. orphan, rejected, unconfirmed.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(nepxy_api::store::webhooks::VERDICTS))]
     verdict: Option<String>,
     /// Only deliveries received at or after this RFC 3339 time.
     #[arg(long)]

@@ -29,21 +29,7 @@ const MAX_PAGE_SIZE: i64 = 200;
 /// Longest replay reason accepted.
 const MAX_REASON_CHARS: usize = 500;
 
-/// Verdicts a delivery can have, for the list filter.
-const VERDICTS: [&str; 12] = [
-    "received",
-    "applied",
-    "duplicate",
-    "pending",
-    "orphan",
-    "conflict",
-    "transition_rejected",
-    "unconfirmed",
-    "rejected",
-    "malformed",
-    "oversized",
-    "dead",
-];
+use crate::store::webhooks::VERDICTS;
 
 /// POST /v1/webhooks/{provider} for tmoney and thunes.
 #[utoipa::path(

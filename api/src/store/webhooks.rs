@@ -18,6 +18,23 @@ pub const FIRST_RETRY_SECONDS: i64 = 30;
 
 /// Verdicts of deliveries that are retried automatically: not processed yet,
 /// no such payout yet, MoMo's status endpoint did not confirm.
+/// Verdicts a delivery can have, for the list filters of the API and the
+/// command line.
+pub const VERDICTS: [&str; 12] = [
+    "received",
+    "applied",
+    "duplicate",
+    "pending",
+    "orphan",
+    "conflict",
+    "transition_rejected",
+    "unconfirmed",
+    "rejected",
+    "malformed",
+    "oversized",
+    "dead",
+];
+
 pub const RETRYABLE_VERDICTS: [&str; 3] = ["received", "orphan", "unconfirmed"];
 
 pub struct NewDelivery<'a> {

@@ -512,3 +512,17 @@ async fn reason_required() {
         "failed invocations replay nothing"
     );
 }
+
+#[tokio::test]
+async fn unknown_verdict_is_rejected() {
+    let app = spawn_app().await;
+    let run = run_cli(&app, &["webhooks", "list", "--verdict", "orphans"]).await;
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("'orphans'"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("orphan"),
+        "the valid verdicts are named: {}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "nothing listed: {}", run.stdout);
+}
