@@ -11,7 +11,9 @@
 #      admin through POST /v1/admin/bootstrap.
 #   3. Starts target/debug/nepxy-provider-sandbox on 127.0.0.1:$SANDBOX_PORT,
 #      which plays TMoney, Thunes and MTN MoMo and sends their callbacks.
-#   4. Starts target/debug/nepxy-api with APP_ENV=dev on 0.0.0.0:$PORT, its
+#   4. Starts target/debug/nepxy-api with APP_ENV=dev on $BIND_ADDRESS:$PORT
+#      (127.0.0.1 unless BIND_ADDRESS is set, so the demo service with its
+#      fresh admin is not reachable from other hosts), its
 #      providers pointed at the sandbox, and writes its log to
 #      target/run/<time>/nepxy-api.log.
 #   5. Runs target/debug/nepxy-scenario against http://127.0.0.1:$PORT; the
@@ -64,6 +66,7 @@ EXIT_AFTER_SCENARIO=0
 KEEP_DATABASE=0
 SCENARIO_FILE="$REPO_ROOT/examples/scenario.json"
 PORT=${PORT:-8001}
+BIND_ADDRESS=${BIND_ADDRESS:-127.0.0.1}
 SANDBOX_PORT=${SANDBOX_PORT:-18090}
 SANDBOX_PID=""
 
@@ -208,8 +211,8 @@ prepare_database() {
 }
 
 start_service() {
-    log "starting nepxy-api on 0.0.0.0:$PORT, log in $LOG_FILE"
-    APP_ENV=dev PORT=$PORT "$API_BIN" >>"$LOG_FILE" 2>&1 &
+    log "starting nepxy-api on $BIND_ADDRESS:$PORT, log in $LOG_FILE"
+    APP_ENV=dev PORT=$PORT BIND_ADDRESS=$BIND_ADDRESS "$API_BIN" >>"$LOG_FILE" 2>&1 &
     SERVICE_PID=$!
 
     local deadline=$((SECONDS + SERVICE_START_TIMEOUT_SECONDS))

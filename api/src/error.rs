@@ -25,7 +25,9 @@ pub enum ApiError {
     Validation { field: String, detail: String },
     #[error("{detail}")]
     InsufficientFunds { detail: String },
-    #[error("Idempotency-Key was already used with a different request")]
+    #[error(
+        "Idempotency-Key was already used with a different request; send this request under a new key, or resend the original request unchanged"
+    )]
     IdempotencyKeyReused,
     #[error("{detail}")]
     Conflict { detail: String },
