@@ -7,7 +7,8 @@
 //!   `nepxy_http_request_duration_seconds{method,route}`: every response. The
 //!   route is the matched template (`/v1/payouts/{id}`), or `unmatched` for a
 //!   path no route serves, so unknown paths cannot add label values;
-//! - `nepxy_rate_limited_total{scope}`: 429 responses;
+//! - `nepxy_rate_limited_total{scope,routes}`: 429 responses, by limit
+//!   (`ip` or `token`) and by routes (`api` or `webhooks`);
 //! - `nepxy_webhook_deliveries_total{provider,verdict}`: verdicts of intake,
 //!   replays and retries;
 //! - `nepxy_provider_attempts_total{provider,outcome}`: calls to providers;

@@ -44,10 +44,11 @@ pub async fn run(pool: &PgPool, args: ExportArgs) -> anyhow::Result<bool> {
     // The feed holds back events of transactions that may still run. The
     // export covers every transaction that started before it, so it keeps
     // reading until the feed's horizon has passed all of them.
-    let started_before: String =
-        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
+    let started_before: u64 =
+        sqlx::query_scalar::<_, String>("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
             .fetch_one(pool)
-            .await?;
+            .await?
+            .parse()?;
     let deadline = std::time::Instant::now() + HORIZON_WAIT;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -55,11 +56,8 @@ pub async fn run(pool: &PgPool, args: ExportArgs) -> anyhow::Result<bool> {
     loop {
         // Checked before the read, so once it holds, this read sees every
         // event of the transactions that began before the export.
-        let horizon_passed: bool = sqlx::query_scalar("SELECT $1::xid8 >= $2::xid8")
-            .bind(nepxy_projections::feed::horizon(pool).await?)
-            .bind(&started_before)
-            .fetch_one(pool)
-            .await?;
+        let horizon: u64 = nepxy_projections::feed::horizon(pool).await?.parse()?;
+        let horizon_passed = horizon >= started_before;
         let page = audit::events(pool, &filter).await?;
         for event in &page {
             serde_json::to_writer(&mut out, &event_json(event))?;

@@ -558,6 +558,19 @@ impl TestApp {
             .unwrap_or((0, 0))
     }
 
+    /// Runs SQL on the events table with its append-only trigger paused, as
+    /// someone with direct database access could.
+    pub async fn rewrite_events(&self, sql: &str) {
+        let statements = format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only; {sql}; \
+             ALTER TABLE events ENABLE TRIGGER events_append_only;"
+        );
+        sqlx::raw_sql(&statements)
+            .execute(&self.pool)
+            .await
+            .expect("rewrite stored events");
+    }
+
     /// Runs a `SELECT count(*)` query on the test database and returns the count.
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)

@@ -150,17 +150,12 @@ async fn unknown_projection_is_rejected() {
 /// Rewrites the PayoutRequested event of `payout_id` as version 1 stored it,
 /// without `country_code`, labelled `version`.
 async fn store_as_version_one(app: &TestApp, payout_id: &str, version: &str) {
-    let statements = format!(
-        "ALTER TABLE events DISABLE TRIGGER events_append_only; \
-         UPDATE events SET payload = (payload::jsonb #- '{{PayoutRequested,country_code}}')::json, \
+    app.rewrite_events(&format!(
+        "UPDATE events SET payload = (payload::jsonb #- '{{PayoutRequested,country_code}}')::json, \
              event_version = '{version}' \
-         WHERE aggregate_type = 'Payout' AND aggregate_id = '{payout_id}' AND sequence = 1; \
-         ALTER TABLE events ENABLE TRIGGER events_append_only;"
-    );
-    sqlx::raw_sql(&statements)
-        .execute(&app.pool)
-        .await
-        .expect("rewrite the stored event");
+         WHERE aggregate_type = 'Payout' AND aggregate_id = '{payout_id}' AND sequence = 1"
+    ))
+    .await;
 }
 
 async fn thunes_payout(app: &TestApp) -> String {

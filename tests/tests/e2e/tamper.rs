@@ -37,19 +37,6 @@ async fn app_with_history() -> (TestApp, String) {
     (app, last)
 }
 
-/// Runs SQL with the append-only trigger paused, as an attacker with
-/// database access could.
-async fn tamper(app: &TestApp, sql: &str) {
-    let statements = format!(
-        "ALTER TABLE events DISABLE TRIGGER events_append_only; {sql}; \
-         ALTER TABLE events ENABLE TRIGGER events_append_only;"
-    );
-    sqlx::raw_sql(&statements)
-        .execute(&app.pool)
-        .await
-        .expect("tamper with events");
-}
-
 #[tokio::test]
 async fn clean_history_verifies_with_checkpoint() {
     let (app, _) = app_with_history().await;
@@ -78,8 +65,7 @@ async fn clean_history_verifies_with_checkpoint() {
 #[tokio::test]
 async fn altered_payload_is_named() {
     let (app, payout_id) = app_with_history().await;
-    tamper(
-        &app,
+    app.rewrite_events(
         &format!(
             "UPDATE events SET payload = replace(payload::text, '\"amount_minor\":1000', '\"amount_minor\":10')::json \
              WHERE aggregate_type = 'Payout' AND aggregate_id = '{payout_id}' AND sequence = 1"
@@ -106,8 +92,7 @@ async fn rewritten_chain_fails_checkpoint() {
 
     // The attacker alters the event and recomputes its hash, so the chain
     // alone looks intact; the signed checkpoint still remembers the old head.
-    tamper(
-        &app,
+    app.rewrite_events(
         &format!(
             "UPDATE events SET payload = replace(payload::text, 'invoice 42', 'invoice 43')::json \
              WHERE aggregate_type = 'Payout' AND aggregate_id = '{payout_id}' AND sequence = 1; \
@@ -141,7 +126,7 @@ async fn deleted_event_breaks_chain() {
     .fetch_one(&app.pool)
     .await
     .expect("wallet id");
-    tamper(&app, &format!("DELETE FROM events WHERE aggregate_type = 'Wallet' AND aggregate_id = '{wallet}' AND sequence = 2")).await;
+    app.rewrite_events( &format!("DELETE FROM events WHERE aggregate_type = 'Wallet' AND aggregate_id = '{wallet}' AND sequence = 2")).await;
 
     let verify = replay_tool(&app, &["verify"]);
     let text = stdout(&verify);

@@ -54,9 +54,6 @@ pub const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit
 pub const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 pub const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// Counter of 429 responses, labelled `scope` (`ip` or `token`) and `routes`
-/// (`api` or `webhooks`).
-pub const RATE_LIMITED_METRIC: &str = "nepxy_rate_limited_total";
 /// Gauge of the number of keys in each limit after a sweep, labelled
 /// `limit`.
 pub const TRACKED_KEYS_METRIC: &str = "nepxy_rate_limit_tracked_keys";
@@ -139,7 +136,7 @@ impl RateLimits {
 
     fn count_rejection(&self, rejected: &RateLimited, client_ip: Option<IpAddr>) {
         metrics::counter!(
-            RATE_LIMITED_METRIC,
+            crate::prometheus::RATE_LIMITED,
             "scope" => rejected.scope.as_str(),
             "routes" => if rejected.webhooks { "webhooks" } else { "api" }
         )
