@@ -13,11 +13,10 @@
 # Environment:
 #   NEPXY_PG_PORT  TCP port on 127.0.0.1 (default 55432).
 #   NEPXY_PG_FSYNC on (default) or off, applied at start. scripts/test.sh
-#                  starts the cluster with off: test data need not survive a
-#                  machine crash, and with fsync on, every DROP DATABASE waits
-#                  for a checkpoint that syncs the files of hundreds of test
-#                  databases (37 s seen), holding a transaction id that stalls
-#                  the audit feed of every other database meanwhile.
+#                  starts the cluster with off, because test data need not
+#                  survive a machine crash. With fsync on, every DROP DATABASE
+#                  waits for a checkpoint that syncs the files of hundreds of
+#                  test databases (37 s seen here).
 #   NEPXY_PG_BIN   Directory with the PostgreSQL programs (initdb, pg_ctl,
 #                  postgres, pg_isready, psql, createdb). The default is the
 #                  newest /usr/lib/postgresql/*/bin, then the directory of

@@ -94,8 +94,8 @@ impl ApiError {
         }
     }
 
-    /// One error of each problem type, for the OpenAPI document. A new
-    /// variant fails to compile in the test below until it is listed here.
+    /// Returns one error of each problem type, for the OpenAPI document. A
+    /// new variant stops the test below from compiling until it is listed.
     pub fn catalogue() -> Vec<ApiError> {
         let detail = String::new;
         vec![
@@ -132,7 +132,7 @@ impl ApiError {
         ]
     }
 
-    /// The problem type, title and HTTP status of this error.
+    /// Returns the problem type, title and HTTP status of this error.
     pub fn describe(&self) -> (&'static str, &'static str, u16) {
         (self.problem_type(), self.title(), self.status().as_u16())
     }

@@ -519,7 +519,7 @@ pub enum Plan {
     Reuse(usize),
 }
 
-/// The first answer to a key of the duplicate mix.
+/// The first response to a key of the duplicate mix.
 #[derive(Debug, Clone)]
 pub struct Answered {
     pub key: String,
@@ -566,7 +566,7 @@ impl DuplicateKeys {
         }
     }
 
-    /// Keeps the first answer to a new key so that repeats can be compared
+    /// Keeps the first response to a new key so that repeats can be compared
     /// with it.
     pub fn remember(&mut self, key: String, provider: &'static str, reply: &Reply) {
         self.answered.push(Answered {
@@ -582,8 +582,8 @@ impl DuplicateKeys {
     }
 }
 
-/// Classifies the answer to a repeated key: `Replayed` only when it carries
-/// `Idempotent-Replayed: true` with the first answer's status and body.
+/// Classifies the response to a repeated key: `Replayed` only when it carries
+/// `Idempotent-Replayed: true` with the first response's status and body.
 pub fn check_replay(first: &Answered, reply: &Reply) -> Class {
     let marked = reply
         .headers

@@ -46,7 +46,7 @@ impl Msisdn {
         &self.0
     }
 
-    /// The E.164 country calling code: 228 for `+22890123456`.
+    /// Returns the E.164 country calling code: 228 for `+22890123456`.
     ///
     /// Calling codes are prefix-free, so the first digits decide the length:
     /// 1 and 7 have one digit, the two-digit codes are listed below, and every

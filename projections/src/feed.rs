@@ -17,7 +17,7 @@
 //! transaction id assigned to a running session of this database (from
 //! `pg_stat_activity`, which shows `backend_xid` to every role). It is taken
 //! in its own statement before the read, so the read's snapshot, taken later,
-//! sees every transaction that ended before the horizon was computed. The
+//! includes every transaction that ended before the horizon was computed. The
 //! classic horizon, `pg_snapshot_xmin(pg_current_snapshot())`, counts every
 //! database of the server, so one long transaction anywhere (a DROP DATABASE
 //! waiting for a checkpoint, say) would stall this feed. Prepared (two-phase)

@@ -107,8 +107,8 @@ where
             });
         }
         if let Some(stored) = unit.stored_response(client_id, request.key).await? {
-            // Rolled back before answering, so that the key's lock is free
-            // when the client sends its next request.
+            // Rolled back before the response, so that the key's lock is
+            // free when the client sends its next request.
             release(unit).await;
             if stored.fingerprint != fingerprint {
                 return Err(ApiError::IdempotencyKeyReused);
@@ -143,9 +143,9 @@ where
     }
 }
 
-/// Rolls back a unit of work before the answer is sent. Dropping it would
-/// also roll back, but only once the pool reuses the connection, and until
-/// then the Idempotency-Key's lock stays taken and a prompt retry gets 409.
+/// Rolls back a unit of work before the response is sent. Dropping it would
+/// also roll back, but only when the pool reuses the connection. Until then
+/// the Idempotency-Key's lock stays taken, so a prompt retry gets 409.
 async fn release(unit: UnitOfWork) {
     if let Err(error) = unit.rollback().await {
         tracing::warn!(error = %error, "rollback failed; the connection is dropped instead");

@@ -27,7 +27,7 @@ pub struct DepositBody {
     /// ISO 4217 code.
     #[schema(required = true)]
     currency: Option<String>,
-    /// Why the deposit is made, recorded in the event metadata.
+    /// Reason for the deposit, recorded in the event metadata.
     reason: Option<String>,
 }
 
@@ -44,7 +44,7 @@ fn parse_client_id(raw: &str) -> Result<Uuid, ApiError> {
     path = "/v1/accounts/{client_id}/deposits",
     tag = "accounts",
     summary = "Fund a client wallet (admin, operator)",
-    params(("client_id" = Uuid, Path, description = "The client whose wallet is funded"), ("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored answer")),
+    params(("client_id" = Uuid, Path, description = "The client whose wallet is funded"), ("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored response")),
     request_body = DepositBody,
     responses((status = 201, description = "The deposit", body = Object), (status = 200, description = "Replay of a stored answer", body = Object), (status = 422, description = "Invalid field", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The key is in use by a request still running", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Maintenance", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))

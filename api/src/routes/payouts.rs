@@ -85,7 +85,7 @@ pub fn parse_payout_body(bytes: &[u8], max_amount_minor: i64) -> Result<NewPayou
     path = "/v1/payouts",
     tag = "payouts",
     summary = "Reserve funds and create a pending payout (client)",
-    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored answer")),
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 255 visible ASCII characters; a repeat returns the stored response")),
     request_body = PayoutBody,
     responses((status = 201, description = "The payout; a repeat with the same key returns the stored answer with Idempotent-Replayed: true", body = Object), (status = 400, description = "Missing Idempotency-Key", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 409, description = "The key is in use by a request still running", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, insufficient funds, or a key reused with another body", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 503, description = "Maintenance, or the provider is switched off", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 401, description = "Missing, invalid or revoked access token", body = crate::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The token's role may not use this route", body = crate::openapi::Problem, content_type = "application/problem+json")),
     security(("bearer" = []))

@@ -272,7 +272,7 @@ pub async fn show(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
-    /// Why the delivery is replayed; recorded with the events.
+    /// Reason for the replay, recorded with the events.
     #[schema(required = true)]
     reason: Option<String>,
     dry_run: Option<bool>,

@@ -350,9 +350,8 @@ async fn provider_acceptance_lost_in_crash_heals() {
             "payout {payout_id}: the kill came before the acceptance was recorded"
         );
     }
-    // The killed dispatcher's lease (120 s in the binary) has to run out
-    // before another dispatcher takes the payouts over; end it now instead
-    // of waiting.
+    // Another dispatcher takes the payouts over only when the killed one's
+    // lease (120 s in the binary) runs out, so the test ends the lease now.
     sqlx::query("UPDATE dispatch_queue SET lease_until = now() WHERE lease_until IS NOT NULL")
         .execute(&app.pool)
         .await

@@ -339,8 +339,8 @@ async fn identical_payout_storm_reserves_once() {
 /// Rounds of immediate retries in the prompt-retry test.
 const PROMPT_RETRIES: usize = 40;
 
-/// A client that retries at once after an answer must get the same answer
-/// again, never 409: each answer is sent only after its transaction, and the
+/// A client that retries at once must get the same response again, never
+/// 409, because each response is sent only after its transaction, and the
 /// key's lock with it, has ended.
 #[tokio::test]
 async fn prompt_retry_never_sees_409() {
@@ -352,7 +352,7 @@ async fn prompt_retry_never_sees_409() {
     let first = app.post_payout(&client, "prompt-ok", &accepted).await;
     assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
     for round in 0..PROMPT_RETRIES {
-        // A replay of a stored answer, a reused key and a rejected command.
+        // A replay of a stored response, a reused key and a rejected command.
         let replay = app.post_payout(&client, "prompt-ok", &accepted).await;
         assert_eq!(
             replay.status,
