@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::ProjectionError;
 use crate::feed::{self, AuditEvent, EventFilter, EventPosition};
-use crate::rebuild::{StoredEvent, project};
+use crate::rebuild::{StoredEvent, project_all};
 
 /// Checkpoint name of the read models this projector maintains.
 pub const NAME: &str = "read_models";
@@ -130,9 +130,7 @@ impl CatchUp {
         let mut tx = self.pool.begin().await?;
         let count = page.len();
         let oldest = page.first().map(|event| event.recorded_at);
-        for event in page {
-            project(&mut tx, stored(event)).await?;
-        }
+        project_all(&mut tx, page.into_iter().map(stored)).await?;
         sqlx::query(
             "INSERT INTO projection_checkpoints (name, transaction_id, global_position, updated_at) \
              VALUES ($1, $2::text::xid8, $3, now()) \

@@ -1,6 +1,7 @@
 //! Read models of the Nepxy ledger, built from its events.
 //!
-//! [`views`] applies one stored event to the read-model tables inside the
+//! [`views`] turns one stored event into the writes that apply it to the
+//! read-model tables, and [`writes`] sends them in one round trip inside the
 //! caller's transaction; every write is guarded by the event's
 //! (aggregate id, sequence), so applying an event twice changes nothing.
 //! [`queries`] reads those tables for the API.
@@ -11,9 +12,11 @@ pub mod queries;
 pub mod rebuild;
 pub mod record;
 pub mod views;
+pub mod writes;
 
 pub use record::EventRecord;
 pub use views::Projected;
+pub use writes::{Write, Writes};
 
 /// Errors of the read-model layer.
 #[derive(Debug, thiserror::Error)]

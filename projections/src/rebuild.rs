@@ -11,6 +11,7 @@ use sqlx::{FromRow, PgConnection, PgPool};
 use crate::ProjectionError;
 use crate::record::EventRecord;
 use crate::views::Projected;
+use crate::writes::Writes;
 
 /// Read models compared and swapped by a rebuild.
 pub const READ_MODELS: [&str; 6] = [
@@ -97,12 +98,10 @@ async fn create_shadow(conn: &mut PgConnection, tables: &[&str]) -> Result<(), P
     Ok(())
 }
 
-/// Applies one stored event to the tables `conn`'s search path names.
-/// Returns false for aggregates without read models.
-pub(crate) async fn project(
-    conn: &mut PgConnection,
-    event: StoredEvent,
-) -> Result<bool, ProjectionError> {
+/// Adds the writes of one stored event; they go to the tables that the search
+/// path of the connection that applies them names. Returns false for
+/// aggregates without read models.
+pub(crate) fn project(writes: &mut Writes, event: StoredEvent) -> Result<bool, ProjectionError> {
     let metadata: EventMetadata = serde_json::from_str(&event.metadata).map_err(|error| {
         ProjectionError::Corrupt(format!(
             "metadata of {} {} {}: {error}",
@@ -127,7 +126,7 @@ pub(crate) async fn project(
                 metadata,
                 recorded_at: event.recorded_at,
             };
-            Wallet::project(conn, &record).await?;
+            Wallet::project(writes, &record)?;
         }
         Payout::TYPE => {
             let record = EventRecord {
@@ -139,12 +138,29 @@ pub(crate) async fn project(
                 metadata,
                 recorded_at: event.recorded_at,
             };
-            Payout::project(conn, &record).await?;
+            Payout::project(writes, &record)?;
         }
         // Aggregates without read models.
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// Adds the writes of `events` and applies them in one round trip. Returns
+/// how many events have read models.
+pub(crate) async fn project_all(
+    conn: &mut PgConnection,
+    events: impl IntoIterator<Item = StoredEvent>,
+) -> Result<u64, ProjectionError> {
+    let mut writes = Writes::default();
+    let mut projected = 0;
+    for event in events {
+        if project(&mut writes, event)? {
+            projected += 1;
+        }
+    }
+    writes.apply(conn).await?;
+    Ok(projected)
 }
 
 /// Replays every event into shadow tables of `tables`. `progress` is called
@@ -199,14 +215,11 @@ pub async fn rebuild(
             last.aggregate_id.clone(),
             last.sequence,
         );
-        for event in page {
-            match project(&mut conn, event).await {
-                Ok(true) => applied += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
-                    return Err(error);
-                }
+        match project_all(&mut conn, page).await {
+            Ok(projected) => applied += projected,
+            Err(error) => {
+                let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
+                return Err(error);
             }
         }
         progress(applied, total as u64);
@@ -278,9 +291,7 @@ pub async fn swap(pool: &PgPool, tables: &[&'static str]) -> Result<String, Proj
     ))
     .fetch_all(&mut *tx)
     .await?;
-    for event in missing {
-        project(&mut tx, event).await?;
-    }
+    project_all(&mut tx, missing).await?;
     sqlx::query("SET LOCAL search_path = public")
         .execute(&mut *tx)
         .await?;

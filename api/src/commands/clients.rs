@@ -57,9 +57,7 @@ pub async fn record(
     metadata: &EventMetadata,
 ) -> Result<(), ApiError> {
     let id = client_id.to_string();
-    unit.lock_aggregates(&[(<Client as cqrs_es::Aggregate>::TYPE, &id)])
-        .await?;
-    let mut client = unit.load::<Client>(&id).await?;
+    let mut client = unit.lock_and_load::<Client>(&id).await?;
     let events = client.aggregate.decide(command)?;
     unit.append(&mut client, events, metadata).await?;
     Ok(())
@@ -77,7 +75,7 @@ pub async fn create(
     let secret = generate_client_secret();
     let mut unit = store.begin().await?;
     let created_at = clients::insert(
-        unit.connection(),
+        unit.connection().await?,
         &NewClient {
             client_id,
             name,
@@ -124,7 +122,8 @@ pub async fn bootstrap(
         secret_hash: &hash_secret(&secret),
         created_by: None,
     };
-    let Some(created_at) = clients::insert_first_admin(unit.connection(), &new_client).await?
+    let Some(created_at) =
+        clients::insert_first_admin(unit.connection().await?, &new_client).await?
     else {
         return Ok(None);
     };

@@ -19,8 +19,7 @@ pub async fn record_attempts(
 ) -> Result<(), ApiError> {
     let payout_key = payout_id.to_string();
     let mut unit = store.begin().await?;
-    unit.lock_aggregates(&[("Payout", &payout_key)]).await?;
-    let mut payout = unit.load::<Payout>(&payout_key).await?;
+    let mut payout = unit.lock_and_load::<Payout>(&payout_key).await?;
 
     let mut events = Vec::new();
     for attempt in attempts {

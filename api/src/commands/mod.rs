@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::store::idempotency::{LOCK_NAMESPACE, StoredResponse, lock_name};
-use crate::store::{Store, UnitOfWork};
+use crate::store::idempotency::StoredResponse;
+use crate::store::{KeyClaim, LoadPlan, LoadedSet, Opened, Store, UnitOfWork};
 
 /// Attempts of a command that lost an optimistic-concurrency race to a writer
 /// outside this service's locks (two instances before the lock was taken).
@@ -82,45 +82,53 @@ impl IdempotentRequest<'_> {
 /// it and stores its answer in the same transaction; later identical requests
 /// get that answer again; a different request under the same key is a 422;
 /// a request that arrives while the first still runs is a 409.
+///
+/// The key's check, the plan's locks and its loads are one round trip, and
+/// `work` gets the loaded aggregates.
 pub async fn run_idempotent<F, Fut>(
     store: &Store,
     request: &IdempotentRequest<'_>,
+    plan: &LoadPlan<'_>,
     mut work: F,
 ) -> Result<Outcome, ApiError>
 where
-    F: FnMut(UnitOfWork) -> Fut,
+    F: FnMut(UnitOfWork, LoadedSet) -> Fut,
     Fut: Future<Output = (UnitOfWork, Result<(StatusCode, Value), ApiError>)>,
 {
     let client_id = request.principal.client_id;
     let fingerprint = request.fingerprint();
+    let claim = KeyClaim {
+        client_id,
+        key: request.key,
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut unit = store.begin().await?;
-        if !unit
-            .try_lock(LOCK_NAMESPACE, &lock_name(client_id, request.key))
-            .await?
-        {
-            release(unit).await;
-            return Err(ApiError::Conflict {
-                detail: "a request with this Idempotency-Key is still in progress; retry after it completes".to_owned(),
-            });
-        }
-        if let Some(stored) = unit.stored_response(client_id, request.key).await? {
-            // Rolled back before the response, so that the key's lock is
-            // free when the client sends its next request.
-            release(unit).await;
-            if stored.fingerprint != fingerprint {
-                return Err(ApiError::IdempotencyKeyReused);
+        let loaded = match unit.open(Some(claim), plan).await? {
+            Opened::Busy => {
+                release(unit).await;
+                return Err(ApiError::Conflict {
+                    detail: "a request with this Idempotency-Key is still in progress; retry after it completes".to_owned(),
+                });
             }
-            return Ok(Outcome {
-                status: StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK),
-                body: stored.body,
-                replayed: true,
-            });
-        }
+            Opened::Stored(stored) => {
+                // Rolled back before the response, so that the key's lock is
+                // free when the client sends its next request.
+                release(unit).await;
+                if stored.fingerprint != fingerprint {
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
+                return Ok(Outcome {
+                    status: StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK),
+                    body: stored.body,
+                    replayed: true,
+                });
+            }
+            Opened::Ready(loaded) => loaded,
+        };
 
-        let (unit, result) = work(unit).await;
+        let (unit, result) = work(unit, loaded).await;
         let result = match result {
             Ok((status, body)) => {
                 finish(unit, status, body, client_id, request.key, &fingerprint).await
@@ -166,7 +174,7 @@ async fn finish(
         status_code: status.as_u16(),
         body,
     };
-    unit.store_response(client_id, key, &response).await?;
+    unit.store_response(client_id, key, &response);
     unit.commit().await?;
     Ok(Outcome {
         status,

@@ -96,15 +96,13 @@ async fn apply_once(
 ) -> Result<(Applied, Vec<String>), ApiError> {
     let payout_key = payout_id.to_string();
     let mut unit = store.begin().await?;
-    unit.lock_aggregates(&[("Payout", &payout_key)]).await?;
-    let mut payout = unit.load::<Payout>(&payout_key).await?;
+    let mut payout = unit.lock_and_load::<Payout>(&payout_key).await?;
     let Some(state) = payout.aggregate.state.clone() else {
         return Ok((Applied::Orphan, Vec::new()));
     };
 
     let wallet_id = ids::wallet_id(state.client_id, state.money.currency);
-    unit.lock_aggregates(&[("Wallet", &wallet_id)]).await?;
-    let mut wallet = unit.load_wallet(&wallet_id, payout_id).await?;
+    let mut wallet = unit.lock_and_load_wallet(&wallet_id, payout_id).await?;
 
     let reported = report.currency.as_ref().map(|currency| ReportedAmount {
         amount_minor: report.amount_minor,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{IdempotentRequest, Outcome, run_idempotent};
 use crate::dispatch::ProviderSwitches;
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::{LoadPlan, Store};
 
 /// A validated payout request.
 pub struct NewPayout {
@@ -33,60 +33,68 @@ pub async fn request_payout(
     let payout_key = payout_id.to_string();
     tracing::Span::current().record("payout_id", tracing::field::display(payout_id));
 
-    let (payout, payout_key, wallet_id) = (&payout, &payout_key, &wallet_id);
-    run_idempotent(store, request, move |mut unit| async move {
-        let result = async {
-            // Checked after the stored-answer lookup, so an earlier accepted
-            // request still replays while its provider is off.
-            if switches.is_disabled(payout.provider) {
-                return Err(ApiError::ProviderDisabled {
+    let aggregates = [
+        ("Payout", payout_key.as_str()),
+        ("Wallet", wallet_id.as_str()),
+    ];
+    let plan = LoadPlan::lock_and_load(&aggregates).with_wallet_record(&wallet_id, payout_id);
+    let payout = &payout;
+    run_idempotent(
+        store,
+        request,
+        &plan,
+        move |mut unit, mut loaded| async move {
+            let result = async {
+                // Checked after the stored-answer lookup, so an earlier accepted
+                // request still replays while its provider is off.
+                if switches.is_disabled(payout.provider) {
+                    return Err(ApiError::ProviderDisabled {
+                        provider: payout.provider,
+                    });
+                }
+                let mut payout_aggregate = loaded.take::<Payout>(0)?;
+                let mut wallet = loaded.take_wallet(1)?;
+                let metadata = request.metadata(Source::Api);
+
+                let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
+                    client_id,
+                    currency: payout.money.currency,
+                    payout_id,
+                    amount_minor: payout.money.amount_minor,
+                })?;
+                let requested = payout_aggregate.aggregate.decide(PayoutCommand::Request {
+                    payout_id,
+                    client_id,
+                    money: payout.money,
                     provider: payout.provider,
-                });
+                    recipient: payout.recipient.clone(),
+                    reference: payout.reference.clone(),
+                    requested_at: metadata.recorded_at,
+                })?;
+
+                unit.append(&mut wallet, reserve, &metadata).await?;
+                let records = unit
+                    .append(&mut payout_aggregate, requested, &metadata)
+                    .await?;
+                let updated_at = records.last().map(|record| record.recorded_at);
+
+                let state = payout_aggregate.aggregate.state.as_ref().ok_or_else(|| {
+                    ApiError::Internal(format!("payout {payout_id} has no state after its request"))
+                })?;
+                tracing::info!(
+                    amount_minor = payout.money.amount_minor,
+                    currency = %payout.money.currency,
+                    provider = %payout.provider,
+                    msisdn = %payout.recipient.msisdn.masked(),
+                    "payout accepted"
+                );
+                let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
+                Ok((StatusCode::CREATED, body))
             }
-            unit.lock_aggregates(&[("Payout", payout_key), ("Wallet", wallet_id)])
-                .await?;
-            let mut payout_aggregate = unit.load::<Payout>(payout_key).await?;
-            let mut wallet = unit.load_wallet(wallet_id, payout_id).await?;
-            let metadata = request.metadata(Source::Api);
-
-            let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
-                client_id,
-                currency: payout.money.currency,
-                payout_id,
-                amount_minor: payout.money.amount_minor,
-            })?;
-            let requested = payout_aggregate.aggregate.decide(PayoutCommand::Request {
-                payout_id,
-                client_id,
-                money: payout.money,
-                provider: payout.provider,
-                recipient: payout.recipient.clone(),
-                reference: payout.reference.clone(),
-                requested_at: metadata.recorded_at,
-            })?;
-
-            unit.append(&mut wallet, reserve, &metadata).await?;
-            let records = unit
-                .append(&mut payout_aggregate, requested, &metadata)
-                .await?;
-            let updated_at = records.last().map(|record| record.recorded_at);
-
-            let state = payout_aggregate.aggregate.state.as_ref().ok_or_else(|| {
-                ApiError::Internal(format!("payout {payout_id} has no state after its request"))
-            })?;
-            tracing::info!(
-                amount_minor = payout.money.amount_minor,
-                currency = %payout.money.currency,
-                provider = %payout.provider,
-                msisdn = %payout.recipient.msisdn.masked(),
-                "payout accepted"
-            );
-            let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
-            Ok((StatusCode::CREATED, body))
-        }
-        .await;
-        (unit, result)
-    })
+            .await;
+            (unit, result)
+        },
+    )
     .await
 }
 

@@ -19,11 +19,9 @@ pub async fn record(
     metadata: &EventMetadata,
 ) -> Result<(), ApiError> {
     let mut unit = store.begin().await?;
-    let replay_id = webhooks::record_replay(unit.connection(), replay).await?;
+    let replay_id = webhooks::record_replay(unit.connection().await?, replay).await?;
     let id = replay.webhook_id.to_string();
-    unit.lock_aggregates(&[(<WebhookDelivery as cqrs_es::Aggregate>::TYPE, &id)])
-        .await?;
-    let mut delivery = unit.load::<WebhookDelivery>(&id).await?;
+    let mut delivery = unit.lock_and_load::<WebhookDelivery>(&id).await?;
     let events = delivery
         .aggregate
         .decide(WebhookDeliveryCommand::RecordReplay(Replay {

@@ -58,7 +58,7 @@ async fn issue(
     let ttl = chrono::Duration::from_std(tokens.refresh_token_ttl())
         .map_err(|error| ApiError::Internal(format!("refresh token lifetime: {error}")))?;
     tokens::insert_refresh_token(
-        unit.connection(),
+        unit.connection().await?,
         &hash_secret(&refresh_token),
         family_id,
         client_id,
@@ -66,7 +66,7 @@ async fn issue(
     )
     .await?;
     tokens::insert_access_token(
-        unit.connection(),
+        unit.connection().await?,
         &NewAccessToken {
             jti: &access.jti,
             client_id,
@@ -91,7 +91,7 @@ pub async fn grant(
 ) -> Result<TokenGrant, ApiError> {
     let family_id = Uuid::new_v4();
     let mut unit = store.begin().await?;
-    tokens::insert_family(unit.connection(), family_id, client_id).await?;
+    tokens::insert_family(unit.connection().await?, family_id, client_id).await?;
     let grant = issue(&mut unit, tokens, client_id, role, family_id).await?;
     unit.commit().await?;
     Ok(grant)
@@ -107,7 +107,7 @@ pub async fn refresh(
 ) -> Result<TokenGrant, ApiError> {
     let token_hash = hash_secret(presented);
     let mut unit = store.begin().await?;
-    let Some(row) = tokens::lock_refresh_token(unit.connection(), &token_hash).await? else {
+    let Some(row) = tokens::lock_refresh_token(unit.connection().await?, &token_hash).await? else {
         tracing::info!("refresh rejected: unknown refresh token");
         metrics::counter!("auth_refresh_total", "result" => "unknown").increment(1);
         return Err(invalid_refresh_token());
@@ -121,7 +121,7 @@ pub async fn refresh(
         return Err(invalid_refresh_token());
     }
     if row.used_at.is_some() {
-        let revoked = tokens::revoke_family(unit.connection(), family_id).await?;
+        let revoked = tokens::revoke_family(unit.connection().await?, family_id).await?;
         let metadata = action_metadata(
             None,
             Source::Api,
@@ -159,7 +159,7 @@ pub async fn refresh(
         .parse()
         .map_err(|()| ApiError::Internal(format!("client {client_id} has an unknown role")))?;
 
-    tokens::mark_refresh_token_used(unit.connection(), &token_hash).await?;
+    tokens::mark_refresh_token_used(unit.connection().await?, &token_hash).await?;
     let grant = issue(&mut unit, tokens, client_id, role, family_id).await?;
     unit.commit().await?;
     tracing::info!(%client_id, %family_id, "refresh token exchanged");
@@ -187,11 +187,11 @@ pub async fn revoke(
     let (client_id, scope, jti, family_id, revoked) = match target {
         RevokeTarget::AccessToken(jti) => {
             let not_found = || ApiError::not_found(format!("access token {jti:?} not found"));
-            let owner = tokens::lock_access_token(unit.connection(), &jti)
+            let owner = tokens::lock_access_token(unit.connection().await?, &jti)
                 .await?
                 .filter(|owner| may_revoke(principal, *owner))
                 .ok_or_else(not_found)?;
-            let changed = tokens::revoke_access_token(unit.connection(), &jti).await?;
+            let changed = tokens::revoke_access_token(unit.connection().await?, &jti).await?;
             let revoked = Revoked {
                 families: 0,
                 access_tokens: if changed {
@@ -211,11 +211,11 @@ pub async fn revoke(
         RevokeTarget::RefreshToken(presented) => {
             let not_found = || ApiError::not_found("refresh token not found");
             let (family_id, owner) =
-                tokens::find_refresh_token(unit.connection(), &hash_secret(&presented))
+                tokens::find_refresh_token(unit.connection().await?, &hash_secret(&presented))
                     .await?
                     .filter(|(_, owner)| may_revoke(principal, *owner))
                     .ok_or_else(not_found)?;
-            let revoked = tokens::revoke_family(unit.connection(), family_id).await?;
+            let revoked = tokens::revoke_family(unit.connection().await?, family_id).await?;
             (
                 owner,
                 RevocationScope::Family,
@@ -235,7 +235,7 @@ pub async fn revoke(
             {
                 return Err(not_found());
             }
-            let revoked = tokens::revoke_client(unit.connection(), client_id).await?;
+            let revoked = tokens::revoke_client(unit.connection().await?, client_id).await?;
             (client_id, RevocationScope::Client, None, None, revoked)
         }
     };

@@ -7,13 +7,24 @@
 //! the aggregates it touches, appends their events, projects them and commits
 //! once. Writers of one aggregate queue on its advisory lock instead of
 //! failing on an optimistic-concurrency conflict.
+//!
+//! A unit of work costs four round trips when it can: BEGIN, one call of
+//! `nepxy_open_command` that takes the locks and loads everything the command
+//! reads, one call of `nepxy_apply_writes` with every write the command made
+//! (collected in memory by [`UnitOfWork::append`] and
+//! [`UnitOfWork::store_response`]), and COMMIT.
 
 use cqrs_es::{Aggregate, DomainEvent};
+use nepxy_ledger::Wallet;
 use nepxy_ledger::metadata::EventMetadata;
 use nepxy_ledger::upcast;
-use nepxy_projections::{EventRecord, Projected};
-use sqlx::{PgPool, Postgres, Transaction};
+use nepxy_ledger::wallet::{Hold, HoldState};
+use nepxy_projections::writes::NewEvent;
+use nepxy_projections::{EventRecord, Projected, ProjectionError, Write, Writes};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
+use super::idempotency::{LOCK_NAMESPACE, StoredResponse, lock_name};
 use super::{StoreError, lock_key};
 
 /// Events between two snapshots of an aggregate.
@@ -21,6 +32,8 @@ const SNAPSHOT_EVERY: i64 = 100;
 
 /// PostgreSQL's SQLSTATE for a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
+/// The events table's primary key: (aggregate_type, aggregate_id, sequence).
+const EVENTS_KEY: &str = "events_pkey";
 
 #[derive(Clone)]
 pub struct Store {
@@ -42,8 +55,164 @@ impl<A> Loaded<A> {
     }
 }
 
+/// What a command locks and reads before it decides, in one round trip.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadPlan<'a> {
+    /// Aggregates (type, id) whose write locks are taken, in this order.
+    /// Callers lock in one fixed order (payout, then wallet), so two units
+    /// of work can wait for each other but never deadlock.
+    pub locks: &'a [(&'a str, &'a str)],
+    /// Aggregates (type, id) loaded after the locks are held.
+    pub loads: &'a [(&'a str, &'a str)],
+    /// A wallet and the deposit or payout id whose record is read with it,
+    /// because the wallet's snapshot leaves those records out.
+    pub wallet_record: Option<(&'a str, Uuid)>,
+}
+
+impl<'a> LoadPlan<'a> {
+    /// Locks the aggregates and then loads them, in the same order.
+    pub fn lock_and_load(aggregates: &'a [(&'a str, &'a str)]) -> Self {
+        LoadPlan {
+            locks: aggregates,
+            loads: aggregates,
+            wallet_record: None,
+        }
+    }
+
+    pub fn with_wallet_record(self, wallet_id: &'a str, id: Uuid) -> Self {
+        LoadPlan {
+            wallet_record: Some((wallet_id, id)),
+            ..self
+        }
+    }
+}
+
+/// The Idempotency-Key whose lock and stored answer a command checks first.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyClaim<'a> {
+    pub client_id: Uuid,
+    pub key: &'a str,
+}
+
+/// The answer of [`UnitOfWork::open`].
+#[derive(Debug)]
+pub enum Opened {
+    /// Another transaction holds the key's lock; nothing else was done.
+    Busy,
+    /// The key has an answer already; no aggregate was locked or loaded.
+    Stored(StoredResponse),
+    /// Every lock of the plan is held and its aggregates are loaded.
+    Ready(LoadedSet),
+}
+
+/// Aggregates loaded by [`UnitOfWork::open`], taken out by their index in
+/// the plan's `loads`.
+#[derive(Debug)]
+pub struct LoadedSet {
+    parts: Vec<Option<RawAggregate>>,
+    wallet_record: Option<WalletRecord>,
+}
+
+#[derive(Debug)]
+struct RawAggregate {
+    aggregate_type: String,
+    id: String,
+    snapshot: Option<(i64, String)>,
+    /// (sequence, event_version, payload) in sequence order.
+    events: Vec<(i64, String, String)>,
+}
+
+#[derive(Debug)]
+struct WalletRecord {
+    wallet_id: String,
+    id: Uuid,
+    deposit: Option<i64>,
+    hold: Option<(i64, String, Option<String>)>,
+}
+
+impl LoadedSet {
+    fn raw(&mut self, index: usize, aggregate_type: &str) -> Result<RawAggregate, StoreError> {
+        let raw = self
+            .parts
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| StoreError::Corrupt(format!("no loaded aggregate at index {index}")))?;
+        if raw.aggregate_type != aggregate_type {
+            return Err(StoreError::Corrupt(format!(
+                "the aggregate at index {index} is a {}, not a {aggregate_type}",
+                raw.aggregate_type
+            )));
+        }
+        Ok(raw)
+    }
+
+    /// Decodes the aggregate loaded at `index` of the plan's `loads`.
+    pub fn take<A: Aggregate>(&mut self, index: usize) -> Result<Loaded<A>, StoreError> {
+        let raw = self.raw(index, A::TYPE)?;
+        let (mut aggregate, snapshot_sequence) = match raw.snapshot {
+            Some((sequence, payload)) => (serde_json::from_str::<A>(&payload)?, sequence),
+            None => (A::default(), 0),
+        };
+        let mut sequence = snapshot_sequence;
+        for (event_sequence, version, payload) in raw.events {
+            aggregate.apply(upcast::decode::<A::Event>(&version, &payload)?);
+            sequence = event_sequence;
+        }
+        Ok(Loaded {
+            id: raw.id,
+            aggregate,
+            sequence,
+            snapshot_sequence,
+        })
+    }
+
+    /// Decodes the wallet at `index` and adds the deposit or reservation of
+    /// the plan's `wallet_record`, so that a repeated command is recognized
+    /// however old the first one is.
+    pub fn take_wallet(&mut self, index: usize) -> Result<Loaded<Wallet>, StoreError> {
+        let mut wallet = self.take::<Wallet>(index)?;
+        let Some(record) = self.wallet_record.take() else {
+            return Ok(wallet);
+        };
+        if record.wallet_id != wallet.id {
+            return Err(StoreError::Corrupt(format!(
+                "the plan reads records of wallet {}, not of {}",
+                record.wallet_id, wallet.id
+            )));
+        }
+        let id = record.id;
+        if let Some(amount_minor) = record.deposit {
+            wallet.aggregate.remember_deposit(id, amount_minor);
+        }
+        if let Some((amount_minor, state, provider)) = record.hold {
+            let state = HoldState::parse(&state).ok_or_else(|| {
+                StoreError::Corrupt(format!("hold {id} has unknown state {state:?}"))
+            })?;
+            let provider = provider
+                .map(|name| {
+                    name.parse().map_err(|_| {
+                        StoreError::Corrupt(format!("hold {id} has unknown provider {name:?}"))
+                    })
+                })
+                .transpose()?;
+            wallet.aggregate.remember_hold(
+                id,
+                Hold {
+                    amount_minor,
+                    state,
+                    provider,
+                },
+            );
+        }
+        Ok(wallet)
+    }
+}
+
 pub struct UnitOfWork {
     tx: Transaction<'static, Postgres>,
+    /// Writes not sent yet; [`UnitOfWork::commit`] and
+    /// [`UnitOfWork::connection`] send them first.
+    writes: Writes,
 }
 
 impl Store {
@@ -58,84 +227,185 @@ impl Store {
     pub async fn begin(&self) -> Result<UnitOfWork, StoreError> {
         Ok(UnitOfWork {
             tx: self.pool.begin().await?,
+            writes: Writes::default(),
         })
     }
 }
 
+/// One row of `nepxy_open_command`.
+type OpenRow = (i32, String, Option<i64>, Option<String>, Option<String>);
+
 impl UnitOfWork {
-    pub fn connection(&mut self) -> &mut sqlx::PgConnection {
-        &mut self.tx
+    /// The transaction's connection, for statements of other stores. Writes
+    /// collected so far are sent first, so those statements see them.
+    pub async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        self.flush().await?;
+        Ok(&mut self.tx)
     }
 
-    /// Takes a transaction-scoped lock without waiting; `false` means another
-    /// transaction holds it.
-    pub async fn try_lock(&mut self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(lock_key(namespace, name))
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(locked)
-    }
-
-    /// Waits for the write locks of the given aggregates, which are held until
-    /// commit or rollback. Callers lock in one fixed order (payout, then
-    /// wallet), so two units of work can wait for each other but never
-    /// deadlock.
-    pub async fn lock_aggregates(&mut self, aggregates: &[(&str, &str)]) -> Result<(), StoreError> {
-        let keys: Vec<i64> = aggregates
+    /// In one round trip: checks the Idempotency-Key (without waiting for its
+    /// lock), then waits for the plan's locks and loads its aggregates.
+    pub async fn open(
+        &mut self,
+        key: Option<KeyClaim<'_>>,
+        plan: &LoadPlan<'_>,
+    ) -> Result<Opened, StoreError> {
+        self.flush().await?;
+        let key_lock =
+            key.map(|claim| lock_key(LOCK_NAMESPACE, &lock_name(claim.client_id, claim.key)));
+        let locks: Vec<i64> = plan
+            .locks
             .iter()
             .map(|(aggregate_type, id)| lock_key(aggregate_type, id))
             .collect();
-        sqlx::query("SELECT pg_advisory_xact_lock(key) FROM unnest($1::bigint[]) WITH ORDINALITY AS k(key, n) ORDER BY n")
-            .bind(&keys)
-            .execute(&mut *self.tx)
-            .await?;
+        let types: Vec<&str> = plan.loads.iter().map(|(t, _)| *t).collect();
+        let ids: Vec<&str> = plan.loads.iter().map(|(_, id)| *id).collect();
+        let rows: Vec<OpenRow> = sqlx::query_as(
+            "SELECT r_part, r_kind, r_number, r_text, r_payload \
+             FROM nepxy_open_command($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(key_lock)
+        .bind(key.map(|claim| claim.client_id))
+        .bind(key.map(|claim| claim.key))
+        .bind(&locks)
+        .bind(&types)
+        .bind(&ids)
+        .bind(plan.wallet_record.map(|(wallet_id, _)| wallet_id))
+        .bind(plan.wallet_record.map(|(_, id)| id))
+        .fetch_all(&mut *self.tx)
+        .await?;
+
+        let mut set = LoadedSet {
+            parts: plan
+                .loads
+                .iter()
+                .map(|(aggregate_type, id)| {
+                    Some(RawAggregate {
+                        aggregate_type: (*aggregate_type).to_owned(),
+                        id: (*id).to_owned(),
+                        snapshot: None,
+                        events: Vec::new(),
+                    })
+                })
+                .collect(),
+            wallet_record: plan.wallet_record.map(|(wallet_id, id)| WalletRecord {
+                wallet_id: wallet_id.to_owned(),
+                id,
+                deposit: None,
+                hold: None,
+            }),
+        };
+        for (part, kind, number, text, payload) in rows {
+            let corrupt =
+                || StoreError::Corrupt(format!("unexpected {kind} row from nepxy_open_command"));
+            match kind.as_str() {
+                "busy" => return Ok(Opened::Busy),
+                "stored" => {
+                    let (Some(status_code), Some(fingerprint), Some(body)) =
+                        (number, text, payload)
+                    else {
+                        return Err(corrupt());
+                    };
+                    return Ok(Opened::Stored(StoredResponse {
+                        fingerprint: hex::decode(fingerprint)
+                            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                        status_code: u16::try_from(status_code)
+                            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                        body: serde_json::from_str(&body)?,
+                    }));
+                }
+                "snapshot" | "event" => {
+                    let raw = usize::try_from(part - 1)
+                        .ok()
+                        .and_then(|index| set.parts.get_mut(index))
+                        .and_then(Option::as_mut)
+                        .ok_or_else(corrupt)?;
+                    let (Some(sequence), Some(payload)) = (number, payload) else {
+                        return Err(corrupt());
+                    };
+                    if kind == "snapshot" {
+                        raw.snapshot = Some((sequence, payload));
+                    } else {
+                        raw.events
+                            .push((sequence, text.ok_or_else(corrupt)?, payload));
+                    }
+                }
+                "deposit" => {
+                    let record = set.wallet_record.as_mut().ok_or_else(corrupt)?;
+                    record.deposit = Some(number.ok_or_else(corrupt)?);
+                }
+                "hold" => {
+                    let record = set.wallet_record.as_mut().ok_or_else(corrupt)?;
+                    record.hold = Some((
+                        number.ok_or_else(corrupt)?,
+                        text.ok_or_else(corrupt)?,
+                        payload,
+                    ));
+                }
+                _ => return Err(corrupt()),
+            }
+        }
+        Ok(Opened::Ready(set))
+    }
+
+    /// Runs a plan without an Idempotency-Key.
+    async fn open_plan(&mut self, plan: &LoadPlan<'_>) -> Result<LoadedSet, StoreError> {
+        match self.open(None, plan).await? {
+            Opened::Ready(set) => Ok(set),
+            Opened::Busy | Opened::Stored(_) => Err(StoreError::Corrupt(
+                "nepxy_open_command answered for a key it was not given".to_owned(),
+            )),
+        }
+    }
+
+    /// Waits for the write locks of the given aggregates, which are held until
+    /// commit or rollback, in the given order (see [`LoadPlan::locks`]).
+    pub async fn lock_aggregates(&mut self, aggregates: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.open_plan(&LoadPlan {
+            locks: aggregates,
+            ..LoadPlan::default()
+        })
+        .await?;
         Ok(())
     }
 
     /// Loads an aggregate from its latest snapshot and the events after it.
     pub async fn load<A: Aggregate>(&mut self, id: &str) -> Result<Loaded<A>, StoreError> {
-        let snapshot: Option<(i64, String)> = sqlx::query_as(
-            "SELECT last_sequence, payload::text FROM snapshots \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 \
-             ORDER BY last_sequence DESC LIMIT 1",
-        )
-        .bind(A::TYPE)
-        .bind(id)
-        .fetch_optional(&mut *self.tx)
-        .await?;
-
-        let (mut aggregate, snapshot_sequence) = match snapshot {
-            Some((sequence, payload)) => (serde_json::from_str::<A>(&payload)?, sequence),
-            None => (A::default(), 0),
-        };
-
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT sequence, event_version, payload::text FROM events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
-             ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(id)
-        .bind(snapshot_sequence)
-        .fetch_all(&mut *self.tx)
-        .await?;
-
-        let mut sequence = snapshot_sequence;
-        for (event_sequence, version, payload) in rows {
-            aggregate.apply(upcast::decode::<A::Event>(&version, &payload)?);
-            sequence = event_sequence;
-        }
-        Ok(Loaded {
-            id: id.to_owned(),
-            aggregate,
-            sequence,
-            snapshot_sequence,
+        self.open_plan(&LoadPlan {
+            loads: &[(A::TYPE, id)],
+            ..LoadPlan::default()
         })
+        .await?
+        .take::<A>(0)
+    }
+
+    /// Takes an aggregate's write lock and then loads it, in one round trip.
+    pub async fn lock_and_load<A: Aggregate>(&mut self, id: &str) -> Result<Loaded<A>, StoreError> {
+        self.open_plan(&LoadPlan::lock_and_load(&[(A::TYPE, id)]))
+            .await?
+            .take::<A>(0)
+    }
+
+    /// Takes a wallet's write lock and loads it with the deposit or
+    /// reservation recorded under `id` (see [`LoadedSet::take_wallet`]).
+    pub async fn lock_and_load_wallet(
+        &mut self,
+        wallet_id: &str,
+        id: Uuid,
+    ) -> Result<Loaded<Wallet>, StoreError> {
+        self.open_plan(
+            &LoadPlan::lock_and_load(&[(Wallet::TYPE, wallet_id)])
+                .with_wallet_record(wallet_id, id),
+        )
+        .await?
+        .take_wallet(0)
     }
 
     /// Appends events after the loaded sequence, applies them to the loaded
-    /// aggregate and to the read models, and writes a snapshot when due.
+    /// aggregate, and adds the writes of the events, their read models and a
+    /// snapshot when one is due. They are sent with the next statement of
+    /// this unit of work at the latest; a concurrent writer's event under the
+    /// same sequence fails that call with [`StoreError::Conflict`].
     pub async fn append<A: Projected>(
         &mut self,
         loaded: &mut Loaded<A>,
@@ -146,50 +416,26 @@ impl UnitOfWork {
             return Ok(Vec::new());
         }
 
-        let metadata_json = serde_json::to_string(metadata)?;
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut event_types = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for (offset, event) in events.iter().enumerate() {
-            sequences.push(loaded.sequence + 1 + offset as i64);
-            event_types.push(event.event_type());
-            versions.push(event.event_version());
-            payloads.push(serde_json::to_string(event)?);
-        }
-
         // recorded_at comes from the metadata, so the events of one command
         // and the timestamps in its answer agree to the microsecond.
         let recorded_at = metadata.recorded_at;
-        let inserted = sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) \
-             SELECT $1, $2, sequence, event_type, event_version, payload::json, $7::json, $8 \
-             FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) \
-                 AS e(sequence, event_type, event_version, payload)",
-        )
-        .bind(A::TYPE)
-        .bind(&loaded.id)
-        .bind(&sequences)
-        .bind(&event_types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata_json)
-        .bind(recorded_at)
-        .execute(&mut *self.tx)
-        .await;
-
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(error))
-                if error.code().as_deref() == Some(UNIQUE_VIOLATION) =>
-            {
-                return Err(StoreError::Conflict {
-                    aggregate_type: A::TYPE,
-                    aggregate_id: loaded.id.clone(),
-                });
-            }
-            Err(error) => return Err(error.into()),
+        let mut new_events = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            new_events.push(NewEvent {
+                sequence: loaded.sequence + 1 + offset as i64,
+                event_type: event.event_type(),
+                event_version: event.event_version(),
+                payload: serde_json::to_string(event)?,
+            });
         }
+        let sequences: Vec<i64> = new_events.iter().map(|event| event.sequence).collect();
+        self.writes.push(Write::Events {
+            aggregate_type: A::TYPE,
+            aggregate_id: loaded.id.clone(),
+            events: new_events,
+            metadata: serde_json::to_string(metadata)?,
+            recorded_at,
+        });
 
         let mut records = Vec::with_capacity(events.len());
         for (event, sequence) in events.into_iter().zip(sequences) {
@@ -203,43 +449,58 @@ impl UnitOfWork {
                 metadata: metadata.clone(),
                 recorded_at,
             };
-            A::project(&mut self.tx, &record).await?;
+            A::project(&mut self.writes, &record)?;
             records.push(record);
         }
 
         if loaded.sequence - loaded.snapshot_sequence >= SNAPSHOT_EVERY {
-            self.write_snapshot(loaded).await?;
+            // One snapshot row per aggregate, as postgres-es keeps it.
+            self.writes.push(Write::Snapshot {
+                aggregate_type: A::TYPE,
+                aggregate_id: loaded.id.clone(),
+                sequence: loaded.sequence,
+                payload: serde_json::to_string(&loaded.aggregate)?,
+            });
+            loaded.snapshot_sequence = loaded.sequence;
         }
         Ok(records)
     }
 
-    /// Replaces the aggregate's snapshot; postgres-es keeps one row per
-    /// aggregate, and so does this store.
-    async fn write_snapshot<A: Aggregate>(
-        &mut self,
-        loaded: &mut Loaded<A>,
-    ) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(&loaded.aggregate)?;
-        sqlx::query("DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
-            .bind(A::TYPE)
-            .bind(&loaded.id)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-             VALUES ($1, $2, $3, $3, $4::json)",
-        )
-        .bind(A::TYPE)
-        .bind(&loaded.id)
-        .bind(loaded.sequence)
-        .bind(&payload)
-        .execute(&mut *self.tx)
-        .await?;
-        loaded.snapshot_sequence = loaded.sequence;
-        Ok(())
+    /// Adds the write of a request's stored answer.
+    pub fn store_response(&mut self, client_id: Uuid, key: &str, response: &StoredResponse) {
+        self.writes.push(Write::Response {
+            client_id,
+            key: key.to_owned(),
+            fingerprint: hex::encode(&response.fingerprint),
+            status_code: response.status_code,
+            body: response.body.clone(),
+        });
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Sends the collected writes.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        match self.writes.apply(&mut self.tx).await {
+            Ok(()) => Ok(()),
+            Err(ProjectionError::Database(sqlx::Error::Database(error)))
+                if error.code().as_deref() == Some(UNIQUE_VIOLATION)
+                    && error.constraint() == Some(EVENTS_KEY) =>
+            {
+                self.writes = Writes::default();
+                let key = error
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|error| error.detail().map(str::to_owned))
+                    .unwrap_or_else(|| "an event of this command".to_owned());
+                Err(StoreError::Conflict { event: key })
+            }
+            Err(error) => {
+                self.writes = Writes::default();
+                Err(error.into())
+            }
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
         self.tx.commit().await?;
         Ok(())
     }

@@ -8,24 +8,21 @@ pub mod events;
 pub mod idempotency;
 pub mod notifications;
 pub mod tokens;
-pub mod wallets;
 pub mod webhooks;
 
 use sha2::{Digest, Sha256};
 
-pub use events::{Loaded, Store, UnitOfWork};
+pub use events::{KeyClaim, LoadPlan, Loaded, LoadedSet, Opened, Store, UnitOfWork};
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// Another writer appended to the same aggregate first.
-    #[error("concurrent write to {aggregate_type} {aggregate_id}")]
-    Conflict {
-        aggregate_type: &'static str,
-        aggregate_id: String,
-    },
+    /// Another writer appended to the same aggregate first; `event` names
+    /// the (aggregate type, id, sequence) both wrote.
+    #[error("concurrent write: {event}")]
+    Conflict { event: String },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
 }

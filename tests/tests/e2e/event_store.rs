@@ -392,3 +392,66 @@ async fn reserve_before_snapshot_not_repeated() {
     assert_eq!(held, SNAPSHOT_EVERY * 1_000, "held counts each payout once");
     assert_eq!(available, 1_000_000 - SNAPSHOT_EVERY * 1_000, "available");
 }
+
+/// A unit of work that waits for a wallet's lock loads the events committed
+/// by the holder while it waited. A load that used the snapshot taken before
+/// the wait would miss them and write the next event under a taken sequence.
+#[tokio::test]
+async fn load_after_lock_sees_holder_commit() {
+    use nepxy_ledger::metadata::{EventMetadata, Source};
+    use nepxy_ledger::{Currency, WalletCommand};
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let client_id = uuid::Uuid::new_v4();
+    let wallet_id = format!("{client_id}:XOF");
+    let deposit_id = uuid::Uuid::new_v4();
+
+    let mut holder = app.state.store.begin().await.expect("begin holder");
+    let mut wallet = holder
+        .lock_and_load_wallet(&wallet_id, deposit_id)
+        .await
+        .expect("holder loads the wallet");
+    assert_eq!(wallet.sequence, 0, "a new wallet has no events");
+    let events = wallet
+        .aggregate
+        .decide(WalletCommand::Deposit {
+            client_id,
+            currency: Currency::XOF,
+            deposit_id,
+            amount_minor: 2_500,
+        })
+        .expect("decide the deposit");
+    let metadata = EventMetadata {
+        request_id: None,
+        actor: None,
+        source: Source::Admin,
+        idempotency_key: None,
+        webhook_id: None,
+        reason: None,
+        recorded_at: chrono::Utc::now(),
+    };
+    holder
+        .append(&mut wallet, events, &metadata)
+        .await
+        .expect("append the deposit");
+
+    let store = app.state.store.clone();
+    let waiter_wallet = wallet_id.clone();
+    let waiter = tokio::spawn(async move {
+        let mut unit = store.begin().await.expect("begin waiter");
+        let loaded = unit
+            .lock_and_load_wallet(&waiter_wallet, uuid::Uuid::new_v4())
+            .await
+            .expect("waiter loads the wallet");
+        (loaded.sequence, loaded.aggregate.available_minor)
+    });
+    // The waiter is now blocked on the wallet's lock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the waiter waits for the lock");
+    holder.commit().await.expect("commit the holder");
+
+    let (sequence, available) = waiter.await.expect("waiter task");
+    assert_eq!(sequence, 1, "the waiter sees the committed event");
+    assert_eq!(available, 2_500, "the waiter sees the deposit");
+}

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{KeyInit, Mac};
 use nepxy_ledger::metadata::{EventMetadata, Source};
 use nepxy_ledger::{Payout, PayoutCommand, PayoutStatus};
-use nepxy_projections::Projected;
+use nepxy_projections::{Projected, Writes};
 use nepxy_tests::{
     Caller, Reply, TestApp, fast_notification_settings, spawn_app, spawn_app_on, spawn_app_with,
     tmoney_report, unix_now, webhook_id_of,
@@ -866,12 +866,15 @@ async fn rolled_back_outcome_adds_nothing() {
         .expect("append");
 
     // Projecting the event again inside the transaction adds nothing.
-    Payout::project(unit.connection(), &records[0])
+    let mut writes = Writes::default();
+    Payout::project(&mut writes, &records[0]).expect("project again");
+    writes
+        .apply(unit.connection().await.expect("connection"))
         .await
-        .expect("project again");
+        .expect("apply again");
     let inside: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE payout_id = $1")
         .bind(payout_id)
-        .fetch_one(unit.connection())
+        .fetch_one(unit.connection().await.expect("connection"))
         .await
         .expect("count inside the transaction");
     assert_eq!(

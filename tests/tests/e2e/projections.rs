@@ -6,7 +6,7 @@ use std::process::Command;
 use chrono::Utc;
 use nepxy_ledger::metadata::{EventMetadata, Source};
 use nepxy_ledger::{Currency, Wallet, WalletEvent};
-use nepxy_projections::{EventRecord, Projected};
+use nepxy_projections::{EventRecord, Projected, Writes};
 use nepxy_tests::{binary_path, fresh_database, payout_body, spawn_app};
 use reqwest::StatusCode;
 use sqlx::PgPool;
@@ -77,10 +77,14 @@ async fn wallet_event_applied_twice_counts_once() {
         },
     );
 
+    // One round trip with every repeat in it: each write sees the ones
+    // before it, as separate statements would.
+    let mut writes = Writes::default();
     for record in [&deposit, &deposit, &reserve, &reserve, &deposit] {
-        let mut conn = pool.acquire().await.expect("connection");
-        Wallet::project(&mut conn, record).await.expect("project");
+        Wallet::project(&mut writes, record).expect("project");
     }
+    let mut conn = pool.acquire().await.expect("connection");
+    writes.apply(&mut conn).await.expect("apply");
 
     assert_eq!(balance(&pool, client_id).await, (6_000, 4_000, 2));
     assert_eq!(
