@@ -11,36 +11,50 @@
 -- COMMITTED, so every read below sees what committed before the lock it
 -- follows was granted. A plain statement would read with the snapshot taken
 -- when it started, before it waited for the lock.
+--
+-- Keys are (lock, client, key) triples at the same index of the three key
+-- arrays. A key whose lock another transaction holds gets a 'busy' row and
+-- one with a stored response a 'stored' row, both with the key's index as
+-- r_part. If any key got one, nothing is locked or loaded. Otherwise the
+-- aggregate locks are taken in array order and each aggregate in p_types and
+-- p_ids is loaded ('snapshot' and 'event' rows, r_part its index), then the
+-- deposit and hold of each id in p_record_ids on wallet p_wallet_id ('deposit'
+-- and 'hold' rows, r_part the id's index). Indexes start at 1.
 CREATE FUNCTION nepxy_open_command(
-    p_key_lock bigint,
-    p_key_client uuid,
-    p_key text,
+    p_key_locks bigint[],
+    p_key_clients uuid[],
+    p_keys text[],
     p_locks bigint[],
     p_types text[],
     p_ids text[],
     p_wallet_id text,
-    p_record_id uuid)
+    p_record_ids uuid[])
     RETURNS TABLE (r_part integer, r_kind text, r_number bigint, r_text text, r_payload text)
     LANGUAGE plpgsql VOLATILE AS
 $$
 DECLARE
     lock_key bigint;
+    key_taken boolean := false;
     snapshot_sequence bigint;
     snapshot_payload text;
 BEGIN
-    IF p_key_lock IS NOT NULL THEN
-        IF NOT pg_try_advisory_xact_lock(p_key_lock) THEN
-            RETURN QUERY SELECT 0, 'busy', NULL::bigint, NULL::text, NULL::text;
-            RETURN;
+    FOR part IN 1 .. coalesce(array_length(p_key_locks, 1), 0) LOOP
+        IF NOT pg_try_advisory_xact_lock(p_key_locks[part]) THEN
+            RETURN QUERY SELECT part, 'busy', NULL::bigint, NULL::text, NULL::text;
+            key_taken := true;
+        ELSE
+            RETURN QUERY
+                SELECT part, 'stored', k.status_code::bigint, encode(k.fingerprint, 'hex'),
+                       k.response_body::text
+                FROM idempotency_keys k
+                WHERE k.client_id = p_key_clients[part] AND k.key = p_keys[part];
+            IF FOUND THEN
+                key_taken := true;
+            END IF;
         END IF;
-        RETURN QUERY
-            SELECT 0, 'stored', k.status_code::bigint, encode(k.fingerprint, 'hex'),
-                   k.response_body::text
-            FROM idempotency_keys k
-            WHERE k.client_id = p_key_client AND k.key = p_key;
-        IF FOUND THEN
-            RETURN;
-        END IF;
+    END LOOP;
+    IF key_taken THEN
+        RETURN;
     END IF;
 
     -- In the caller's order, so that callers that agree on an order never
@@ -69,16 +83,16 @@ BEGIN
             ORDER BY e.sequence;
     END LOOP;
 
-    IF p_wallet_id IS NOT NULL THEN
+    FOR part IN 1 .. coalesce(array_length(p_record_ids, 1), 0) LOOP
         RETURN QUERY
-            SELECT 0, 'deposit', d.amount_minor, NULL::text, NULL::text
+            SELECT part, 'deposit', d.amount_minor, NULL::text, NULL::text
             FROM wallet_deposits d
-            WHERE d.wallet_id = p_wallet_id AND d.deposit_id = p_record_id;
+            WHERE d.wallet_id = p_wallet_id AND d.deposit_id = p_record_ids[part];
         RETURN QUERY
-            SELECT 0, 'hold', h.amount_minor, h.state, h.provider
+            SELECT part, 'hold', h.amount_minor, h.state, h.provider
             FROM wallet_holds h
-            WHERE h.wallet_id = p_wallet_id AND h.payout_id = p_record_id;
-    END IF;
+            WHERE h.wallet_id = p_wallet_id AND h.payout_id = p_record_ids[part];
+    END LOOP;
 END;
 $$;
 

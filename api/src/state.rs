@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::auth::Tokens;
+use crate::commands::payouts::PayoutBatcher;
 use crate::config::Config;
 use crate::controls::maintenance::MaintenanceSwitch;
 use crate::controls::rate_limit::RateLimits;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub revocations: Revocations,
     pub intake: Intake,
     pub switches: ProviderSwitches,
+    /// Payout queues per wallet, which run queued payouts in batches.
+    pub payouts: PayoutBatcher,
     /// Wakes the in-process dispatcher when a payout is accepted.
     pub dispatch_wake: Arc<Notify>,
     /// Lag of the catch-up projector in seconds, reported by /health.
@@ -57,6 +60,7 @@ impl AppState {
             None => Arc::new(NotConfigured),
         };
         let maintenance = MaintenanceSwitch::new(config.controls.maintenance_mode);
+        let switches = ProviderSwitches::new(config.providers.disabled.clone());
         Ok(AppState {
             tokens: Tokens::new(config.jwt.clone())?,
             revocations: Revocations::default(),
@@ -68,8 +72,9 @@ impl AppState {
             },
             maintenance,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            payouts: PayoutBatcher::new(store.clone(), switches.clone()),
             store,
-            switches: ProviderSwitches::new(config.providers.disabled.clone()),
+            switches,
             dispatch_wake: Arc::new(Notify::new()),
             projection_lag_seconds: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             config: Arc::new(config),

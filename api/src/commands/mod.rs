@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::store::idempotency::StoredResponse;
-use crate::store::{KeyClaim, LoadPlan, LoadedSet, Opened, Store, UnitOfWork};
+use crate::store::{KeyClaim, KeyTaken, LoadPlan, LoadedSet, Opened, Store, UnitOfWork};
 
 /// Attempts of a command that lost an optimistic-concurrency race to a writer
 /// outside this service's locks (two instances before the lock was taken).
@@ -105,27 +105,17 @@ where
     loop {
         attempt += 1;
         let mut unit = store.begin().await?;
-        let loaded = match unit.open(Some(claim), plan).await? {
-            Opened::Busy => {
-                release(unit).await;
-                return Err(ApiError::Conflict {
-                    detail: "a request with this Idempotency-Key is still in progress; retry after it completes".to_owned(),
-                });
-            }
-            Opened::Stored(stored) => {
+        let loaded = match unit.open(&[claim], plan).await? {
+            Opened::Ready(loaded) => loaded,
+            Opened::KeysTaken(mut taken) => {
                 // Rolled back before the response, so that the key's lock is
                 // free when the client sends its next request.
                 release(unit).await;
-                if stored.fingerprint != fingerprint {
-                    return Err(ApiError::IdempotencyKeyReused);
-                }
-                return Ok(Outcome {
-                    status: StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK),
-                    body: stored.body,
-                    replayed: true,
-                });
+                let (_, taken) = taken.pop().ok_or_else(|| {
+                    ApiError::Internal("the key was reported taken without a state".to_owned())
+                })?;
+                return key_taken_outcome(taken, &fingerprint);
             }
-            Opened::Ready(loaded) => loaded,
         };
 
         let (unit, result) = work(unit, loaded).await;
@@ -148,6 +138,27 @@ where
             }
             result => return result,
         }
+    }
+}
+
+/// The response to a request whose Idempotency-Key another request took: 409
+/// while that request runs, its stored response when the fingerprints match,
+/// 422 when they differ.
+fn key_taken_outcome(taken: KeyTaken, fingerprint: &[u8]) -> Result<Outcome, ApiError> {
+    match taken {
+        KeyTaken::Busy => Err(ApiError::Conflict {
+            detail:
+                "a request with this Idempotency-Key is still in progress; retry after it completes"
+                    .to_owned(),
+        }),
+        KeyTaken::Stored(stored) if stored.fingerprint != fingerprint => {
+            Err(ApiError::IdempotencyKeyReused)
+        }
+        KeyTaken::Stored(stored) => Ok(Outcome {
+            status: StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::OK),
+            body: stored.body,
+            replayed: true,
+        }),
     }
 }
 

@@ -1,19 +1,40 @@
 //! The payout command: reserve funds on the wallet and create the payout, in
 //! one transaction.
+//!
+//! Payouts of one wallet queue in [`PayoutBatcher`]: one task per wallet
+//! takes what has queued and runs it in one transaction, one lock of the
+//! wallet and one commit for the whole batch. Each payout is still decided on
+//! the wallet as the payouts before it left it, so the results are those of
+//! running them one after another. If the batch's transaction fails, each
+//! payout runs again on its own, so a failure fails only its own payout.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use nepxy_ledger::metadata::Source;
+use nepxy_ledger::metadata::{EventMetadata, Source};
 use nepxy_ledger::payout::{PayoutState, Recipient};
-use nepxy_ledger::{Money, Payout, PayoutCommand, Provider, WalletCommand, ids};
+use nepxy_ledger::{
+    Money, Payout, PayoutCommand, PayoutEvent, Provider, Wallet, WalletCommand, WalletEvent, ids,
+};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+use uuid::Uuid;
 
-use super::{IdempotentRequest, Outcome, run_idempotent};
+use super::{IdempotentRequest, Outcome, key_taken_outcome, release, run_idempotent};
+use crate::auth::Principal;
 use crate::dispatch::ProviderSwitches;
 use crate::error::ApiError;
-use crate::store::{LoadPlan, Store};
+use crate::store::idempotency::StoredResponse;
+use crate::store::{KeyClaim, LoadPlan, Loaded, Opened, Store, UnitOfWork};
+
+/// Payouts run together in one transaction at most.
+const MAX_BATCH: usize = 32;
 
 /// A validated payout request.
+#[derive(Debug, Clone)]
 pub struct NewPayout {
     pub money: Money,
     pub provider: Provider,
@@ -21,81 +42,396 @@ pub struct NewPayout {
     pub reference: Option<String>,
 }
 
+/// A payout request waiting in its wallet's queue, with what it needs to run
+/// on another task.
+struct PayoutJob {
+    principal: Principal,
+    key: String,
+    body: Value,
+    request_id: Option<String>,
+    payout: NewPayout,
+    payout_id: Uuid,
+    wallet_id: String,
+    /// The request's span, so that the lines logged for it carry its ids.
+    span: tracing::Span,
+}
+
+impl PayoutJob {
+    fn request(&self) -> IdempotentRequest<'_> {
+        IdempotentRequest {
+            principal: &self.principal,
+            key: &self.key,
+            method: "POST",
+            path: "/v1/payouts",
+            body: &self.body,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+struct Queued {
+    job: PayoutJob,
+    reply: oneshot::Sender<Result<Outcome, ApiError>>,
+}
+
+/// The payout queues, one per wallet that has payouts waiting or running.
+#[derive(Clone)]
+pub struct PayoutBatcher {
+    store: Store,
+    switches: ProviderSwitches,
+    /// A wallet has an entry exactly while its task runs.
+    queues: Arc<Mutex<HashMap<String, VecDeque<Queued>>>>,
+}
+
+impl PayoutBatcher {
+    pub fn new(store: Store, switches: ProviderSwitches) -> Self {
+        PayoutBatcher {
+            store,
+            switches,
+            queues: Arc::default(),
+        }
+    }
+
+    /// Queues a payout behind the others of its wallet and waits for its
+    /// result.
+    async fn submit(&self, job: PayoutJob) -> Result<Outcome, ApiError> {
+        let (reply, result) = oneshot::channel();
+        let wallet_id = job.wallet_id.clone();
+        let start = {
+            let mut queues = self.lock_queues();
+            match queues.get_mut(&wallet_id) {
+                Some(queue) => {
+                    queue.push_back(Queued { job, reply });
+                    false
+                }
+                None => {
+                    queues.insert(wallet_id.clone(), VecDeque::from([Queued { job, reply }]));
+                    true
+                }
+            }
+        };
+        if start {
+            tokio::spawn(self.clone().drain(wallet_id));
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(ApiError::Internal(
+                "the payout's batch stopped before it produced a result".to_owned(),
+            ))
+        })
+    }
+
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Queued>>> {
+        // A panic while the lock was held leaves the map consistent: every
+        // change to it is a single insert, push or removal.
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the wallet's queue batch after batch until it is empty, then
+    /// removes the wallet's entry.
+    async fn drain(self, wallet_id: String) {
+        let mut guard = DrainGuard {
+            batcher: &self,
+            wallet_id: &wallet_id,
+        };
+        loop {
+            let batch = {
+                let mut queues = self.lock_queues();
+                let Some(queue) = queues.get_mut(&wallet_id) else {
+                    break;
+                };
+                if queue.is_empty() {
+                    queues.remove(&wallet_id);
+                    break;
+                }
+                take_batch(queue)
+            };
+            self.run(batch).await;
+        }
+        guard.wallet_id = "";
+    }
+
+    /// Runs a batch and sends each payout its result.
+    async fn run(&self, batch: Vec<Queued>) {
+        if batch.len() > 1 {
+            let jobs: Vec<&PayoutJob> = batch.iter().map(|queued| &queued.job).collect();
+            match run_batch(&self.store, &self.switches, &jobs).await {
+                Ok(results) => {
+                    for (queued, result) in batch.into_iter().zip(results) {
+                        // A requester that went away no longer waits.
+                        let _ = queued.reply.send(result);
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = %error,
+                        wallet_id = %batch[0].job.wallet_id,
+                        payouts = batch.len(),
+                        "a payout batch failed; running each of its payouts on its own"
+                    );
+                }
+            }
+        }
+        for queued in batch {
+            let span = queued.job.span.clone();
+            let result = run_alone(&self.store, &self.switches, &queued.job)
+                .instrument(span)
+                .await;
+            let _ = queued.reply.send(result);
+        }
+    }
+}
+
+/// Removes the wallet's entry, and with it the senders of the payouts still
+/// queued, if draining stops early (a panic), so that the wallet's next
+/// payout starts a new task and the waiting ones get an error.
+struct DrainGuard<'a> {
+    batcher: &'a PayoutBatcher,
+    wallet_id: &'a str,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if !self.wallet_id.is_empty() {
+            tracing::error!(wallet_id = %self.wallet_id, "a wallet's payout queue stopped early");
+            self.batcher.lock_queues().remove(self.wallet_id);
+        }
+    }
+}
+
+/// Takes up to MAX_BATCH payouts from the front of the queue. A payout whose
+/// (client, key) is already in the batch stays queued for the next one, where
+/// it finds the first one's stored response: in one transaction the key's
+/// lock would not stop it.
+fn take_batch(queue: &mut VecDeque<Queued>) -> Vec<Queued> {
+    let mut batch = Vec::new();
+    let mut keys = HashSet::new();
+    let mut later = VecDeque::new();
+    while batch.len() < MAX_BATCH {
+        let Some(queued) = queue.pop_front() else {
+            break;
+        };
+        if keys.insert((queued.job.principal.client_id, queued.job.key.clone())) {
+            batch.push(queued);
+        } else {
+            later.push_back(queued);
+        }
+    }
+    later.append(queue);
+    *queue = later;
+    batch
+}
+
 pub async fn request_payout(
-    store: &Store,
-    switches: &ProviderSwitches,
+    batcher: &PayoutBatcher,
     request: &IdempotentRequest<'_>,
     payout: NewPayout,
 ) -> Result<Outcome, ApiError> {
     let client_id = request.principal.client_id;
     let payout_id = ids::payout_id(client_id, request.key);
-    let wallet_id = ids::wallet_id(client_id, payout.money.currency);
-    let payout_key = payout_id.to_string();
     tracing::Span::current().record("payout_id", tracing::field::display(payout_id));
+    batcher
+        .submit(PayoutJob {
+            principal: request.principal.clone(),
+            key: request.key.to_owned(),
+            body: request.body.clone(),
+            request_id: request.request_id.clone(),
+            wallet_id: ids::wallet_id(client_id, payout.money.currency),
+            payout,
+            payout_id,
+            span: tracing::Span::current(),
+        })
+        .await
+}
 
+/// Runs one payout in its own transaction.
+async fn run_alone(
+    store: &Store,
+    switches: &ProviderSwitches,
+    job: &PayoutJob,
+) -> Result<Outcome, ApiError> {
+    let payout_key = job.payout_id.to_string();
     let aggregates = [
         ("Payout", payout_key.as_str()),
-        ("Wallet", wallet_id.as_str()),
+        ("Wallet", job.wallet_id.as_str()),
     ];
-    let plan = LoadPlan::lock_and_load(&aggregates).with_wallet_record(&wallet_id, payout_id);
-    let payout = &payout;
+    let plan = LoadPlan::lock_and_load(&aggregates)
+        .with_wallet_records(&job.wallet_id, vec![job.payout_id]);
+    let request = job.request();
+    let request = &request;
     run_idempotent(
         store,
         request,
         &plan,
         move |mut unit, mut loaded| async move {
             let result = async {
-                // Checked after the stored-answer lookup, so an earlier accepted
-                // request still replays while its provider is off.
-                if switches.is_disabled(payout.provider) {
-                    return Err(ApiError::ProviderDisabled {
-                        provider: payout.provider,
-                    });
-                }
-                let mut payout_aggregate = loaded.take::<Payout>(0)?;
+                let mut payout = loaded.take::<Payout>(0)?;
                 let mut wallet = loaded.take_wallet(1)?;
                 let metadata = request.metadata(Source::Api);
-
-                let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
-                    client_id,
-                    currency: payout.money.currency,
-                    payout_id,
-                    amount_minor: payout.money.amount_minor,
-                })?;
-                let requested = payout_aggregate.aggregate.decide(PayoutCommand::Request {
-                    payout_id,
-                    client_id,
-                    money: payout.money,
-                    provider: payout.provider,
-                    recipient: payout.recipient.clone(),
-                    reference: payout.reference.clone(),
-                    requested_at: metadata.recorded_at,
-                })?;
-
-                unit.append(&mut wallet, reserve, &metadata).await?;
-                let records = unit
-                    .append(&mut payout_aggregate, requested, &metadata)
-                    .await?;
-                let updated_at = records.last().map(|record| record.recorded_at);
-
-                let state = payout_aggregate.aggregate.state.as_ref().ok_or_else(|| {
-                    ApiError::Internal(format!("payout {payout_id} has no state after its request"))
-                })?;
-                tracing::info!(
-                    amount_minor = payout.money.amount_minor,
-                    currency = %payout.money.currency,
-                    provider = %payout.provider,
-                    msisdn = %payout.recipient.msisdn.masked(),
-                    "payout accepted"
-                );
-                let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
-                Ok((StatusCode::CREATED, body))
+                let events = decide(switches, job, &metadata, &wallet, &payout)?;
+                record(&mut unit, job, &metadata, &mut wallet, &mut payout, events).await
             }
             .await;
             (unit, result)
         },
     )
     .await
+}
+
+/// Runs payouts of one wallet in one transaction and returns each one's
+/// result in order. An error means the transaction failed and committed
+/// nothing.
+async fn run_batch(
+    store: &Store,
+    switches: &ProviderSwitches,
+    jobs: &[&PayoutJob],
+) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
+    let wallet_id = jobs[0].wallet_id.as_str();
+    let requests: Vec<IdempotentRequest<'_>> = jobs.iter().map(|job| job.request()).collect();
+    let fingerprints: Vec<Vec<u8>> = requests
+        .iter()
+        .map(IdempotentRequest::fingerprint)
+        .collect();
+    let claims: Vec<KeyClaim<'_>> = jobs
+        .iter()
+        .map(|job| KeyClaim {
+            client_id: job.principal.client_id,
+            key: &job.key,
+        })
+        .collect();
+    let mut results: Vec<Option<Result<Outcome, ApiError>>> = jobs.iter().map(|_| None).collect();
+
+    let mut unit = store.begin().await?;
+    // First the keys: those taken by other requests are answered as
+    // run_idempotent answers them, and the others' locks stay held.
+    if let Opened::KeysTaken(taken) = unit.open(&claims, &LoadPlan::default()).await? {
+        for (index, taken) in taken {
+            results[index] = Some(key_taken_outcome(taken, &fingerprints[index]));
+        }
+    }
+    let pending: Vec<usize> = (0..jobs.len())
+        .filter(|&index| results[index].is_none())
+        .collect();
+    if pending.is_empty() {
+        release(unit).await;
+        return Ok(results.into_iter().flatten().collect());
+    }
+
+    let payout_keys: Vec<String> = pending
+        .iter()
+        .map(|&index| jobs[index].payout_id.to_string())
+        .collect();
+    let mut aggregates: Vec<(&str, &str)> = payout_keys
+        .iter()
+        .map(|payout_key| ("Payout", payout_key.as_str()))
+        .collect();
+    aggregates.push(("Wallet", wallet_id));
+    let record_ids = pending.iter().map(|&index| jobs[index].payout_id).collect();
+    let plan = LoadPlan::lock_and_load(&aggregates).with_wallet_records(wallet_id, record_ids);
+    let Opened::Ready(mut loaded) = unit.open(&[], &plan).await? else {
+        return Err(ApiError::Internal(
+            "nepxy_open_command reported a key it was not given".to_owned(),
+        ));
+    };
+    let mut wallet = loaded.take_wallet(pending.len())?;
+
+    for (position, &index) in pending.iter().enumerate() {
+        let job = jobs[index];
+        let mut payout = loaded.take::<Payout>(position)?;
+        let metadata = requests[index].metadata(Source::Api);
+        let events = match decide(switches, job, &metadata, &wallet, &payout) {
+            Ok(events) => events,
+            Err(error) => {
+                results[index] = Some(Err(error));
+                continue;
+            }
+        };
+        let (status, body) = record(&mut unit, job, &metadata, &mut wallet, &mut payout, events)
+            .instrument(job.span.clone())
+            .await?;
+        let response = StoredResponse {
+            fingerprint: fingerprints[index].clone(),
+            status_code: status.as_u16(),
+            body,
+        };
+        unit.store_response(job.principal.client_id, &job.key, &response);
+        results[index] = Some(Ok(Outcome {
+            status,
+            body: response.body,
+            replayed: false,
+        }));
+    }
+    unit.commit().await?;
+    tracing::debug!(wallet_id, payouts = jobs.len(), "payout batch committed");
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Decides a payout on the loaded wallet and payout without changing them:
+/// the reserve on the wallet and the request on the payout.
+fn decide(
+    switches: &ProviderSwitches,
+    job: &PayoutJob,
+    metadata: &EventMetadata,
+    wallet: &Loaded<Wallet>,
+    payout: &Loaded<Payout>,
+) -> Result<(Vec<WalletEvent>, Vec<PayoutEvent>), ApiError> {
+    let new = &job.payout;
+    // Checked after the stored-response lookup, so an earlier accepted
+    // request still replays while its provider is off.
+    if switches.is_disabled(new.provider) {
+        return Err(ApiError::ProviderDisabled {
+            provider: new.provider,
+        });
+    }
+    let client_id = job.principal.client_id;
+    let reserve = wallet.aggregate.decide(WalletCommand::Reserve {
+        client_id,
+        currency: new.money.currency,
+        payout_id: job.payout_id,
+        amount_minor: new.money.amount_minor,
+    })?;
+    let requested = payout.aggregate.decide(PayoutCommand::Request {
+        payout_id: job.payout_id,
+        client_id,
+        money: new.money,
+        provider: new.provider,
+        recipient: new.recipient.clone(),
+        reference: new.reference.clone(),
+        requested_at: metadata.recorded_at,
+    })?;
+    Ok((reserve, requested))
+}
+
+/// Appends a decided payout's events and returns its 201 response.
+async fn record(
+    unit: &mut UnitOfWork,
+    job: &PayoutJob,
+    metadata: &EventMetadata,
+    wallet: &mut Loaded<Wallet>,
+    payout: &mut Loaded<Payout>,
+    (reserve, requested): (Vec<WalletEvent>, Vec<PayoutEvent>),
+) -> Result<(StatusCode, Value), ApiError> {
+    unit.append(wallet, reserve, metadata).await?;
+    let records = unit.append(payout, requested, metadata).await?;
+    let updated_at = records.last().map(|record| record.recorded_at);
+    let state = payout.aggregate.state.as_ref().ok_or_else(|| {
+        ApiError::Internal(format!(
+            "payout {} has no state after its request",
+            job.payout_id
+        ))
+    })?;
+    let new = &job.payout;
+    tracing::info!(
+        amount_minor = new.money.amount_minor,
+        currency = %new.money.currency,
+        provider = %new.provider,
+        msisdn = %new.recipient.msisdn.masked(),
+        "payout accepted"
+    );
+    let body = payout_json(state, updated_at.unwrap_or(state.requested_at));
+    Ok((StatusCode::CREATED, body))
 }
 
 /// The payout as the API shows it; the read model gives the same shape.

@@ -110,7 +110,7 @@ pub async fn create(
         body: &value,
         request_id: request_id::current(),
     };
-    let outcome = payouts::request_payout(&state.store, &state.switches, &request, payout).await?;
+    let outcome = payouts::request_payout(&state.payouts, &request, payout).await?;
     if !outcome.replayed {
         state.dispatch_wake.notify_one();
     }

@@ -56,17 +56,17 @@ impl<A> Loaded<A> {
 }
 
 /// What a command locks and reads before it decides, in one round trip.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct LoadPlan<'a> {
     /// Aggregates (type, id) whose write locks are taken, in this order.
-    /// Callers lock in one fixed order (payout, then wallet), so two units
-    /// of work can wait for each other but never deadlock.
+    /// Callers lock payouts before wallets, so two units of work can wait
+    /// for each other but never deadlock.
     pub locks: &'a [(&'a str, &'a str)],
     /// Aggregates (type, id) loaded after the locks are held.
     pub loads: &'a [(&'a str, &'a str)],
-    /// A wallet and the deposit or payout id whose record is read with it,
-    /// because the wallet's snapshot leaves those records out.
-    pub wallet_record: Option<(&'a str, Uuid)>,
+    /// A wallet and the deposit or payout ids whose records are read with
+    /// it, because the wallet's snapshot leaves those records out.
+    pub wallet_records: Option<(&'a str, Vec<Uuid>)>,
 }
 
 impl<'a> LoadPlan<'a> {
@@ -75,33 +75,42 @@ impl<'a> LoadPlan<'a> {
         LoadPlan {
             locks: aggregates,
             loads: aggregates,
-            wallet_record: None,
+            wallet_records: None,
         }
     }
 
-    pub fn with_wallet_record(self, wallet_id: &'a str, id: Uuid) -> Self {
+    pub fn with_wallet_records(self, wallet_id: &'a str, ids: Vec<Uuid>) -> Self {
         LoadPlan {
-            wallet_record: Some((wallet_id, id)),
+            wallet_records: Some((wallet_id, ids)),
             ..self
         }
     }
 }
 
-/// The Idempotency-Key whose lock and stored answer a command checks first.
+/// An Idempotency-Key whose lock and stored response a command checks first.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyClaim<'a> {
     pub client_id: Uuid,
     pub key: &'a str,
 }
 
-/// The answer of [`UnitOfWork::open`].
+/// The state of a key that another request has taken.
+#[derive(Debug)]
+pub enum KeyTaken {
+    /// Another transaction holds the key's lock.
+    Busy,
+    /// The key has a stored response.
+    Stored(StoredResponse),
+}
+
+/// The result of [`UnitOfWork::open`].
 #[derive(Debug)]
 pub enum Opened {
-    /// Another transaction holds the key's lock; nothing else was done.
-    Busy,
-    /// The key has an answer already; no aggregate was locked or loaded.
-    Stored(StoredResponse),
-    /// Every lock of the plan is held and its aggregates are loaded.
+    /// Some keys were taken, listed with their index in the claims; nothing
+    /// was locked or loaded. The other keys' locks are held.
+    KeysTaken(Vec<(usize, KeyTaken)>),
+    /// Every key's lock and every lock of the plan is held, and its
+    /// aggregates are loaded.
     Ready(LoadedSet),
 }
 
@@ -110,7 +119,7 @@ pub enum Opened {
 #[derive(Debug)]
 pub struct LoadedSet {
     parts: Vec<Option<RawAggregate>>,
-    wallet_record: Option<WalletRecord>,
+    wallet_records: Option<WalletRecords>,
 }
 
 #[derive(Debug)]
@@ -122,12 +131,12 @@ struct RawAggregate {
     events: Vec<(i64, String, String)>,
 }
 
+/// The deposit and hold rows found for the plan's record ids.
 #[derive(Debug)]
-struct WalletRecord {
+struct WalletRecords {
     wallet_id: String,
-    id: Uuid,
-    deposit: Option<i64>,
-    hold: Option<(i64, String, Option<String>)>,
+    deposits: Vec<(Uuid, i64)>,
+    holds: Vec<(Uuid, i64, String, Option<String>)>,
 }
 
 impl LoadedSet {
@@ -166,25 +175,24 @@ impl LoadedSet {
         })
     }
 
-    /// Decodes the wallet at `index` and adds the deposit or reservation of
-    /// the plan's `wallet_record`, so that a repeated command is recognized
-    /// however old the first one is.
+    /// Decodes the wallet at `index` and adds the deposits and reservations
+    /// found for the plan's record ids, so that a repeated command is
+    /// recognized however old the first one is.
     pub fn take_wallet(&mut self, index: usize) -> Result<Loaded<Wallet>, StoreError> {
         let mut wallet = self.take::<Wallet>(index)?;
-        let Some(record) = self.wallet_record.take() else {
+        let Some(records) = self.wallet_records.take() else {
             return Ok(wallet);
         };
-        if record.wallet_id != wallet.id {
+        if records.wallet_id != wallet.id {
             return Err(StoreError::Corrupt(format!(
                 "the plan reads records of wallet {}, not of {}",
-                record.wallet_id, wallet.id
+                records.wallet_id, wallet.id
             )));
         }
-        let id = record.id;
-        if let Some(amount_minor) = record.deposit {
+        for (id, amount_minor) in records.deposits {
             wallet.aggregate.remember_deposit(id, amount_minor);
         }
-        if let Some((amount_minor, state, provider)) = record.hold {
+        for (id, amount_minor, state, provider) in records.holds {
             let state = HoldState::parse(&state).ok_or_else(|| {
                 StoreError::Corrupt(format!("hold {id} has unknown state {state:?}"))
             })?;
@@ -243,16 +251,21 @@ impl UnitOfWork {
         Ok(&mut self.tx)
     }
 
-    /// In one round trip: checks the Idempotency-Key (without waiting for its
-    /// lock), then waits for the plan's locks and loads its aggregates.
+    /// In one round trip: takes the Idempotency-Keys' locks without waiting
+    /// and reads their stored responses, then, if no key was taken, waits
+    /// for the plan's locks and loads its aggregates.
     pub async fn open(
         &mut self,
-        key: Option<KeyClaim<'_>>,
+        keys: &[KeyClaim<'_>],
         plan: &LoadPlan<'_>,
     ) -> Result<Opened, StoreError> {
         self.flush().await?;
-        let key_lock =
-            key.map(|claim| lock_key(LOCK_NAMESPACE, &lock_name(claim.client_id, claim.key)));
+        let key_locks: Vec<i64> = keys
+            .iter()
+            .map(|claim| lock_key(LOCK_NAMESPACE, &lock_name(claim.client_id, claim.key)))
+            .collect();
+        let key_clients: Vec<Uuid> = keys.iter().map(|claim| claim.client_id).collect();
+        let key_names: Vec<&str> = keys.iter().map(|claim| claim.key).collect();
         let locks: Vec<i64> = plan
             .locks
             .iter()
@@ -260,21 +273,26 @@ impl UnitOfWork {
             .collect();
         let types: Vec<&str> = plan.loads.iter().map(|(t, _)| *t).collect();
         let ids: Vec<&str> = plan.loads.iter().map(|(_, id)| *id).collect();
+        let (wallet_id, record_ids) = match &plan.wallet_records {
+            Some((wallet_id, ids)) => (Some(*wallet_id), ids.as_slice()),
+            None => (None, &[][..]),
+        };
         let rows: Vec<OpenRow> = sqlx::query_as(
             "SELECT r_part, r_kind, r_number, r_text, r_payload \
              FROM nepxy_open_command($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(key_lock)
-        .bind(key.map(|claim| claim.client_id))
-        .bind(key.map(|claim| claim.key))
+        .bind(&key_locks)
+        .bind(&key_clients)
+        .bind(&key_names)
         .bind(&locks)
         .bind(&types)
         .bind(&ids)
-        .bind(plan.wallet_record.map(|(wallet_id, _)| wallet_id))
-        .bind(plan.wallet_record.map(|(_, id)| id))
+        .bind(wallet_id)
+        .bind(record_ids)
         .fetch_all(&mut *self.tx)
         .await?;
 
+        let mut taken = Vec::new();
         let mut set = LoadedSet {
             parts: plan
                 .loads
@@ -288,36 +306,46 @@ impl UnitOfWork {
                     })
                 })
                 .collect(),
-            wallet_record: plan.wallet_record.map(|(wallet_id, id)| WalletRecord {
+            wallet_records: wallet_id.map(|wallet_id| WalletRecords {
                 wallet_id: wallet_id.to_owned(),
-                id,
-                deposit: None,
-                hold: None,
+                deposits: Vec::new(),
+                holds: Vec::new(),
             }),
         };
         for (part, kind, number, text, payload) in rows {
-            let corrupt =
-                || StoreError::Corrupt(format!("unexpected {kind} row from nepxy_open_command"));
+            let corrupt = || {
+                StoreError::Corrupt(format!(
+                    "unexpected {kind} row {part} from nepxy_open_command"
+                ))
+            };
+            // Indexes in the rows start at 1.
+            let index = usize::try_from(part)
+                .ok()
+                .and_then(|part| part.checked_sub(1))
+                .ok_or_else(corrupt)?;
             match kind.as_str() {
-                "busy" => return Ok(Opened::Busy),
+                "busy" => taken.push((index, KeyTaken::Busy)),
                 "stored" => {
                     let (Some(status_code), Some(fingerprint), Some(body)) =
                         (number, text, payload)
                     else {
                         return Err(corrupt());
                     };
-                    return Ok(Opened::Stored(StoredResponse {
-                        fingerprint: hex::decode(fingerprint)
-                            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                        status_code: u16::try_from(status_code)
-                            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                        body: serde_json::from_str(&body)?,
-                    }));
+                    taken.push((
+                        index,
+                        KeyTaken::Stored(StoredResponse {
+                            fingerprint: hex::decode(fingerprint)
+                                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                            status_code: u16::try_from(status_code)
+                                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                            body: serde_json::from_str(&body)?,
+                        }),
+                    ));
                 }
                 "snapshot" | "event" => {
-                    let raw = usize::try_from(part - 1)
-                        .ok()
-                        .and_then(|index| set.parts.get_mut(index))
+                    let raw = set
+                        .parts
+                        .get_mut(index)
                         .and_then(Option::as_mut)
                         .ok_or_else(corrupt)?;
                     let (Some(sequence), Some(payload)) = (number, payload) else {
@@ -330,30 +358,34 @@ impl UnitOfWork {
                             .push((sequence, text.ok_or_else(corrupt)?, payload));
                     }
                 }
-                "deposit" => {
-                    let record = set.wallet_record.as_mut().ok_or_else(corrupt)?;
-                    record.deposit = Some(number.ok_or_else(corrupt)?);
-                }
-                "hold" => {
-                    let record = set.wallet_record.as_mut().ok_or_else(corrupt)?;
-                    record.hold = Some((
-                        number.ok_or_else(corrupt)?,
-                        text.ok_or_else(corrupt)?,
-                        payload,
-                    ));
+                "deposit" | "hold" => {
+                    let id = *record_ids.get(index).ok_or_else(corrupt)?;
+                    let records = set.wallet_records.as_mut().ok_or_else(corrupt)?;
+                    let amount_minor = number.ok_or_else(corrupt)?;
+                    if kind == "deposit" {
+                        records.deposits.push((id, amount_minor));
+                    } else {
+                        records
+                            .holds
+                            .push((id, amount_minor, text.ok_or_else(corrupt)?, payload));
+                    }
                 }
                 _ => return Err(corrupt()),
             }
         }
-        Ok(Opened::Ready(set))
+        if taken.is_empty() {
+            Ok(Opened::Ready(set))
+        } else {
+            Ok(Opened::KeysTaken(taken))
+        }
     }
 
     /// Runs a plan without an Idempotency-Key.
     async fn open_plan(&mut self, plan: &LoadPlan<'_>) -> Result<LoadedSet, StoreError> {
-        match self.open(None, plan).await? {
+        match self.open(&[], plan).await? {
             Opened::Ready(set) => Ok(set),
-            Opened::Busy | Opened::Stored(_) => Err(StoreError::Corrupt(
-                "nepxy_open_command answered for a key it was not given".to_owned(),
+            Opened::KeysTaken(_) => Err(StoreError::Corrupt(
+                "nepxy_open_command reported a key it was not given".to_owned(),
             )),
         }
     }
@@ -395,7 +427,7 @@ impl UnitOfWork {
     ) -> Result<Loaded<Wallet>, StoreError> {
         self.open_plan(
             &LoadPlan::lock_and_load(&[(Wallet::TYPE, wallet_id)])
-                .with_wallet_record(wallet_id, id),
+                .with_wallet_records(wallet_id, vec![id]),
         )
         .await?
         .take_wallet(0)

@@ -12,7 +12,7 @@ pub mod webhooks;
 
 use sha2::{Digest, Sha256};
 
-pub use events::{KeyClaim, LoadPlan, Loaded, LoadedSet, Opened, Store, UnitOfWork};
+pub use events::{KeyClaim, KeyTaken, LoadPlan, Loaded, LoadedSet, Opened, Store, UnitOfWork};
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]

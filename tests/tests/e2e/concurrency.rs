@@ -262,3 +262,159 @@ async fn overdraft_race_stops_at_zero() {
         "payouts rows"
     );
 }
+
+/// Sends each (key, body) pair at once and returns the replies in order.
+async fn send_all(
+    app: &Arc<TestApp>,
+    client: &Caller,
+    requests: Vec<(String, Value)>,
+) -> Vec<Reply> {
+    let client = Arc::new(client.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (key, body)) in requests.into_iter().enumerate() {
+        let (app, client) = (Arc::clone(app), Arc::clone(&client));
+        tasks.spawn(async move { (index, app.post_payout(&client, &key, &body).await) });
+    }
+    let mut replies = tasks.join_all().await;
+    replies.sort_by_key(|(index, _)| *index);
+    replies.into_iter().map(|(_, reply)| reply).collect()
+}
+
+/// The largest number of reserves on the wallet that one transaction wrote.
+async fn largest_batch(app: &TestApp, wallet_id: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events \
+         WHERE aggregate_type = 'Wallet' AND aggregate_id = $1 AND event_type = 'FundsReserved' \
+         GROUP BY transaction_id) AS batches",
+    )
+    .bind(wallet_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count reserves per transaction")
+}
+
+#[tokio::test]
+async fn one_wallet_payouts_share_commits() {
+    let app = Arc::new(spawn_app().await);
+    let (_admin, client) = app.funded_client(1_000_000, "XOF").await;
+    let wallet_id = format!("{}:XOF", client.client_id);
+
+    let replies = send_payouts(&app, &client, 48, 1_000, 48).await;
+
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    assert!(
+        largest_batch(&app, &wallet_id).await > 1,
+        "queued payouts of one wallet commit together"
+    );
+    let events = wallet_events(&app, &wallet_id).await;
+    let sequences: Vec<i64> = events.iter().map(|(sequence, _, _)| *sequence).collect();
+    assert_eq!(
+        sequences,
+        (1..=49).collect::<Vec<i64>>(),
+        "no gap, no repeat"
+    );
+    assert_eq!(balance_from_events(&events), (952_000, 48_000));
+    let (available, held, _) = balance_row(&app, &client).await;
+    assert_eq!((available, held), (952_000, 48_000), "wallet_balances row");
+}
+
+#[tokio::test]
+async fn repeated_key_in_batch_pays_once() {
+    let app = Arc::new(spawn_app().await);
+    let (_admin, client) = app.funded_client(1_000_000, "XOF").await;
+    let wallet_id = format!("{}:XOF", client.client_id);
+    let body = payout_body(1_000, "tmoney");
+
+    // The repeats are spread among other payouts of the same wallet, so that
+    // several of them queue for the same batch.
+    let mut requests = Vec::new();
+    for index in 0..36 {
+        let key = if index % 3 == 0 {
+            "repeated".to_owned()
+        } else {
+            format!("other-{index}")
+        };
+        requests.push((key, body.clone()));
+    }
+    let replies = send_all(&app, &client, requests).await;
+
+    let mut first = 0;
+    for (index, reply) in replies.iter().enumerate() {
+        if index % 3 != 0 {
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+            continue;
+        }
+        match (reply.status, reply.header("idempotent-replayed")) {
+            (StatusCode::CREATED, Some("true")) => {}
+            (StatusCode::CREATED, _) => first += 1,
+            (StatusCode::CONFLICT, _) => assert_problem(
+                reply,
+                StatusCode::CONFLICT,
+                "/problems/conflict",
+                "repeat while the first runs",
+            ),
+            (status, _) => panic!("repeat got {status}: {:?}", reply.body),
+        }
+    }
+    assert_eq!(
+        first, 1,
+        "one repeat ran the payout, the others replayed it"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM payouts").await,
+        25,
+        "one payout per key"
+    );
+    let events = wallet_events(&app, &wallet_id).await;
+    assert_eq!(balance_from_events(&events), (975_000, 25_000));
+}
+
+#[tokio::test]
+async fn failing_payout_fails_alone() {
+    let app = Arc::new(spawn_app().await);
+    let (_admin, client) = app.funded_client(1_000_000, "XOF").await;
+    let wallet_id = format!("{}:XOF", client.client_id);
+    // A database error for one payout only: its read-model row is rejected.
+    sqlx::raw_sql(
+        "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+             IF NEW.reference = 'poison' THEN RAISE EXCEPTION 'poisoned payout'; END IF; \
+             RETURN NEW; \
+         END $$; \
+         CREATE TRIGGER payouts_reject_poison BEFORE INSERT ON payouts \
+             FOR EACH ROW EXECUTE FUNCTION reject_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("create the poison trigger");
+
+    let mut requests = Vec::new();
+    for index in 0..40 {
+        let mut body = payout_body(1_000, "tmoney");
+        if index == 20 {
+            body["reference"] = Value::from("poison");
+        }
+        requests.push((format!("batch-{index}"), body));
+    }
+    let replies = send_all(&app, &client, requests).await;
+
+    for (index, reply) in replies.iter().enumerate() {
+        if index == 20 {
+            assert_eq!(
+                reply.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{:?}",
+                reply.body
+            );
+        } else {
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        }
+    }
+    let events = wallet_events(&app, &wallet_id).await;
+    assert_eq!(events.len(), 40, "the deposit and 39 reserves");
+    assert_eq!(balance_from_events(&events), (961_000, 39_000));
+    let (available, held, _) = balance_row(&app, &client).await;
+    assert_eq!((available, held), (961_000, 39_000), "wallet_balances row");
+}
