@@ -18,8 +18,9 @@
 -- r_part. If any key got one, nothing is locked or loaded. Otherwise the
 -- aggregate locks are taken in array order and each aggregate in p_types and
 -- p_ids is loaded ('snapshot' and 'event' rows, r_part its index), then the
--- deposit and hold of each id in p_record_ids on wallet p_wallet_id ('deposit'
--- and 'hold' rows, r_part the id's index). Indexes start at 1.
+-- deposit and hold of each id in p_record_ids on the wallet at the same index
+-- of p_record_wallets ('deposit' and 'hold' rows, r_part the id's index).
+-- Indexes start at 1.
 CREATE FUNCTION nepxy_open_command(
     p_key_locks bigint[],
     p_key_clients uuid[],
@@ -27,7 +28,7 @@ CREATE FUNCTION nepxy_open_command(
     p_locks bigint[],
     p_types text[],
     p_ids text[],
-    p_wallet_id text,
+    p_record_wallets text[],
     p_record_ids uuid[])
     RETURNS TABLE (r_part integer, r_kind text, r_number bigint, r_text text, r_payload text)
     LANGUAGE plpgsql VOLATILE AS
@@ -87,11 +88,11 @@ BEGIN
         RETURN QUERY
             SELECT part, 'deposit', d.amount_minor, NULL::text, NULL::text
             FROM wallet_deposits d
-            WHERE d.wallet_id = p_wallet_id AND d.deposit_id = p_record_ids[part];
+            WHERE d.wallet_id = p_record_wallets[part] AND d.deposit_id = p_record_ids[part];
         RETURN QUERY
             SELECT part, 'hold', h.amount_minor, h.state, h.provider
             FROM wallet_holds h
-            WHERE h.wallet_id = p_wallet_id AND h.payout_id = p_record_ids[part];
+            WHERE h.wallet_id = p_record_wallets[part] AND h.payout_id = p_record_ids[part];
     END LOOP;
 END;
 $$;

@@ -21,8 +21,7 @@ pub async fn deposit(
     let wallet_id = ids::wallet_id(client_id, money.currency);
 
     let aggregates = [("Wallet", wallet_id.as_str())];
-    let plan =
-        LoadPlan::lock_and_load(&aggregates).with_wallet_records(&wallet_id, vec![deposit_id]);
+    let plan = LoadPlan::lock_and_load(&aggregates).with_wallet_record(&wallet_id, deposit_id);
     let reason = &reason;
     run_idempotent(
         store,

@@ -1,12 +1,13 @@
 //! The payout command: reserve funds on the wallet and create the payout, in
 //! one transaction.
 //!
-//! Payouts of one wallet queue in [`PayoutBatcher`]: one task per wallet
-//! takes what has queued and runs it in one transaction, one lock of the
-//! wallet and one commit for the whole batch. Each payout is still decided on
-//! the wallet as the payouts before it left it, so the results are those of
-//! running them one after another. If the batch's transaction fails, each
-//! payout runs again on its own, so a failure fails only its own payout.
+//! Payouts queue in [`PayoutBatcher`], in one of a few lanes chosen by their
+//! wallet: one task per lane takes what has queued and runs it in one
+//! transaction, with one lock per wallet and one commit for the whole batch.
+//! Each payout is still decided on its wallet as the payouts before it left
+//! it, so the results are those of running them one after another. If the
+//! batch's transaction fails, each payout runs again on its own, so a failure
+//! fails only its own payout.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,9 @@ use crate::store::{KeyClaim, LoadPlan, Loaded, Opened, Store, UnitOfWork};
 
 /// Payouts run together in one transaction at most.
 const MAX_BATCH: usize = 32;
+/// Lanes of the payout queue. All payouts of a wallet share a lane, so they
+/// run one batch after another within this process.
+const LANES: u64 = 4;
 
 /// A validated payout request.
 #[derive(Debug, Clone)]
@@ -74,13 +78,13 @@ struct Queued {
     reply: oneshot::Sender<Result<Outcome, ApiError>>,
 }
 
-/// The payout queues, one per wallet that has payouts waiting or running.
+/// The payout queues, one per lane that has payouts waiting or running.
 #[derive(Clone)]
 pub struct PayoutBatcher {
     store: Store,
     switches: ProviderSwitches,
-    /// A wallet has an entry exactly while its task runs.
-    queues: Arc<Mutex<HashMap<String, VecDeque<Queued>>>>,
+    /// A lane has an entry exactly while its task runs.
+    queues: Arc<Mutex<HashMap<u64, VecDeque<Queued>>>>,
 }
 
 impl PayoutBatcher {
@@ -92,26 +96,25 @@ impl PayoutBatcher {
         }
     }
 
-    /// Queues a payout behind the others of its wallet and waits for its
-    /// result.
+    /// Queues a payout in its wallet's lane and waits for its result.
     async fn submit(&self, job: PayoutJob) -> Result<Outcome, ApiError> {
         let (reply, result) = oneshot::channel();
-        let wallet_id = job.wallet_id.clone();
+        let lane = lane(&job.wallet_id);
         let start = {
             let mut queues = self.lock_queues();
-            match queues.get_mut(&wallet_id) {
+            match queues.get_mut(&lane) {
                 Some(queue) => {
                     queue.push_back(Queued { job, reply });
                     false
                 }
                 None => {
-                    queues.insert(wallet_id.clone(), VecDeque::from([Queued { job, reply }]));
+                    queues.insert(lane, VecDeque::from([Queued { job, reply }]));
                     true
                 }
             }
         };
         if start {
-            tokio::spawn(self.clone().drain(wallet_id));
+            tokio::spawn(self.clone().drain(lane));
         }
         result.await.unwrap_or_else(|_| {
             Err(ApiError::Internal(
@@ -120,7 +123,7 @@ impl PayoutBatcher {
         })
     }
 
-    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Queued>>> {
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<u64, VecDeque<Queued>>> {
         // A panic while the lock was held leaves the map consistent: every
         // change to it is a single insert, push or removal.
         self.queues
@@ -128,28 +131,28 @@ impl PayoutBatcher {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs the wallet's queue batch after batch until it is empty, then
-    /// removes the wallet's entry.
-    async fn drain(self, wallet_id: String) {
+    /// Runs the lane's queue batch after batch until it is empty, then
+    /// removes the lane's entry.
+    async fn drain(self, lane: u64) {
         let mut guard = DrainGuard {
             batcher: &self,
-            wallet_id: &wallet_id,
+            lane: Some(lane),
         };
         loop {
             let batch = {
                 let mut queues = self.lock_queues();
-                let Some(queue) = queues.get_mut(&wallet_id) else {
+                let Some(queue) = queues.get_mut(&lane) else {
                     break;
                 };
                 if queue.is_empty() {
-                    queues.remove(&wallet_id);
+                    queues.remove(&lane);
                     break;
                 }
                 take_batch(queue)
             };
             self.run(batch).await;
         }
-        guard.wallet_id = "";
+        guard.lane = None;
     }
 
     /// Runs a batch and sends each payout its result.
@@ -164,10 +167,20 @@ impl PayoutBatcher {
                     }
                     return;
                 }
+                // Each payout alone would wait for the database too, one
+                // after another.
+                Err(ApiError::Unavailable { detail }) => {
+                    tracing::warn!(%detail, payouts = batch.len(), "a payout batch found the database unavailable");
+                    for queued in batch {
+                        let _ = queued.reply.send(Err(ApiError::Unavailable {
+                            detail: detail.clone(),
+                        }));
+                    }
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(
                         error = %error,
-                        wallet_id = %batch[0].job.wallet_id,
                         payouts = batch.len(),
                         "a payout batch failed; running each of its payouts on its own"
                     );
@@ -184,21 +197,30 @@ impl PayoutBatcher {
     }
 }
 
-/// Removes the wallet's entry, and with it the senders of the payouts still
-/// queued, if draining stops early (a panic), so that the wallet's next
-/// payout starts a new task and the waiting ones get an error.
+/// Removes the lane's entry, and with it the senders of the payouts still
+/// queued, if draining stops early (a panic), so that the lane's next payout
+/// starts a new task and the waiting ones get an error.
 struct DrainGuard<'a> {
     batcher: &'a PayoutBatcher,
-    wallet_id: &'a str,
+    lane: Option<u64>,
 }
 
 impl Drop for DrainGuard<'_> {
     fn drop(&mut self) {
-        if !self.wallet_id.is_empty() {
-            tracing::error!(wallet_id = %self.wallet_id, "a wallet's payout queue stopped early");
-            self.batcher.lock_queues().remove(self.wallet_id);
+        if let Some(lane) = self.lane {
+            tracing::error!(lane, "a payout queue lane stopped early");
+            self.batcher.lock_queues().remove(&lane);
         }
     }
+}
+
+/// The lane of a wallet's payouts.
+fn lane(wallet_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    wallet_id.hash(&mut hasher);
+    hasher.finish() % LANES
 }
 
 /// Takes up to MAX_BATCH payouts from the front of the queue. A payout whose
@@ -257,8 +279,8 @@ async fn run_alone(
         ("Payout", payout_key.as_str()),
         ("Wallet", job.wallet_id.as_str()),
     ];
-    let plan = LoadPlan::lock_and_load(&aggregates)
-        .with_wallet_records(&job.wallet_id, vec![job.payout_id]);
+    let plan =
+        LoadPlan::lock_and_load(&aggregates).with_wallet_record(&job.wallet_id, job.payout_id);
     let request = job.request();
     let request = &request;
     run_idempotent(
@@ -280,20 +302,53 @@ async fn run_alone(
     .await
 }
 
-/// Runs payouts of one wallet in one transaction and returns each one's
-/// result in order. An error means the transaction failed and committed
-/// nothing.
+/// Runs payouts in one transaction and returns each one's result in order.
+/// An error means the transaction failed and committed nothing.
 async fn run_batch(
     store: &Store,
     switches: &ProviderSwitches,
     jobs: &[&PayoutJob],
 ) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
-    let wallet_id = jobs[0].wallet_id.as_str();
     let requests: Vec<IdempotentRequest<'_>> = jobs.iter().map(|job| job.request()).collect();
     let fingerprints: Vec<Vec<u8>> = requests
         .iter()
         .map(IdempotentRequest::fingerprint)
         .collect();
+    let mut results: Vec<Option<Result<Outcome, ApiError>>> = jobs.iter().map(|_| None).collect();
+
+    let mut unit = store.begin().await?;
+    let prepared = prepare_batch(
+        &mut unit,
+        switches,
+        jobs,
+        &requests,
+        &fingerprints,
+        &mut results,
+    )
+    .await;
+    match prepared {
+        Ok(true) => unit.commit().await?,
+        // Rolled back before the responses, so that no key stays locked.
+        Ok(false) => release(unit).await,
+        Err(error) => {
+            release(unit).await;
+            return Err(error);
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Claims the keys, loads the aggregates and adds the writes of every
+/// payout that can run; fills in `results`. Returns whether any payout
+/// remains to be committed.
+async fn prepare_batch(
+    unit: &mut UnitOfWork,
+    switches: &ProviderSwitches,
+    jobs: &[&PayoutJob],
+    requests: &[IdempotentRequest<'_>],
+    fingerprints: &[Vec<u8>],
+    results: &mut [Option<Result<Outcome, ApiError>>],
+) -> Result<bool, ApiError> {
     let claims: Vec<KeyClaim<'_>> = jobs
         .iter()
         .map(|job| KeyClaim {
@@ -301,11 +356,8 @@ async fn run_batch(
             key: &job.key,
         })
         .collect();
-    let mut results: Vec<Option<Result<Outcome, ApiError>>> = jobs.iter().map(|_| None).collect();
-
-    let mut unit = store.begin().await?;
-    // First the keys: those taken by other requests are answered as
-    // run_idempotent answers them, and the others' locks stay held.
+    // First the keys: those taken by other requests get the response
+    // run_idempotent gives, and the others' locks stay held.
     if let Opened::KeysTaken(taken) = unit.open(&claims, &LoadPlan::default()).await? {
         for (index, taken) in taken {
             results[index] = Some(key_taken_outcome(taken, &fingerprints[index]));
@@ -315,40 +367,67 @@ async fn run_batch(
         .filter(|&index| results[index].is_none())
         .collect();
     if pending.is_empty() {
-        release(unit).await;
-        return Ok(results.into_iter().flatten().collect());
+        return Ok(false);
     }
 
+    // Payouts, then wallets, each in the order of their lock keys: every
+    // batch takes its locks in one global order, so batches never deadlock,
+    // and a single payout (payout, then wallet) agrees with it.
     let payout_keys: Vec<String> = pending
         .iter()
         .map(|&index| jobs[index].payout_id.to_string())
         .collect();
-    let mut aggregates: Vec<(&str, &str)> = payout_keys
+    let mut wallet_ids: Vec<&str> = pending
+        .iter()
+        .map(|&index| jobs[index].wallet_id.as_str())
+        .collect();
+    wallet_ids.sort_unstable();
+    wallet_ids.dedup();
+    let mut loads: Vec<(&str, &str)> = payout_keys
         .iter()
         .map(|payout_key| ("Payout", payout_key.as_str()))
         .collect();
-    aggregates.push(("Wallet", wallet_id));
-    let record_ids = pending.iter().map(|&index| jobs[index].payout_id).collect();
-    let plan = LoadPlan::lock_and_load(&aggregates).with_wallet_records(wallet_id, record_ids);
+    loads.extend(wallet_ids.iter().map(|wallet_id| ("Wallet", *wallet_id)));
+    let mut locks = loads.clone();
+    locks.sort_by_key(|(aggregate_type, id)| {
+        (
+            *aggregate_type == "Wallet",
+            crate::store::lock_key(aggregate_type, id),
+        )
+    });
+    let plan = LoadPlan {
+        locks: &locks,
+        loads: &loads,
+        wallet_records: pending
+            .iter()
+            .map(|&index| (jobs[index].wallet_id.as_str(), jobs[index].payout_id))
+            .collect(),
+    };
     let Opened::Ready(mut loaded) = unit.open(&[], &plan).await? else {
         return Err(ApiError::Internal(
             "nepxy_open_command reported a key it was not given".to_owned(),
         ));
     };
-    let mut wallet = loaded.take_wallet(pending.len())?;
+    let mut wallets = HashMap::new();
+    for (offset, wallet_id) in wallet_ids.iter().enumerate() {
+        wallets.insert(*wallet_id, loaded.take_wallet(payout_keys.len() + offset)?);
+    }
 
     for (position, &index) in pending.iter().enumerate() {
         let job = jobs[index];
         let mut payout = loaded.take::<Payout>(position)?;
+        let wallet = wallets.get_mut(job.wallet_id.as_str()).ok_or_else(|| {
+            ApiError::Internal(format!("wallet {} was not loaded", job.wallet_id))
+        })?;
         let metadata = requests[index].metadata(Source::Api);
-        let events = match decide(switches, job, &metadata, &wallet, &payout) {
+        let events = match decide(switches, job, &metadata, wallet, &payout) {
             Ok(events) => events,
             Err(error) => {
                 results[index] = Some(Err(error));
                 continue;
             }
         };
-        let (status, body) = record(&mut unit, job, &metadata, &mut wallet, &mut payout, events)
+        let (status, body) = record(unit, job, &metadata, wallet, &mut payout, events)
             .instrument(job.span.clone())
             .await?;
         let response = StoredResponse {
@@ -363,9 +442,12 @@ async fn run_batch(
             replayed: false,
         }));
     }
-    unit.commit().await?;
-    tracing::debug!(wallet_id, payouts = jobs.len(), "payout batch committed");
-    Ok(results.into_iter().flatten().collect())
+    tracing::debug!(
+        payouts = pending.len(),
+        wallets = wallet_ids.len(),
+        "payout batch prepared"
+    );
+    Ok(true)
 }
 
 /// Decides a payout on the loaded wallet and payout without changing them:

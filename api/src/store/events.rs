@@ -28,7 +28,7 @@ use super::idempotency::{LOCK_NAMESPACE, StoredResponse, lock_name};
 use super::{StoreError, lock_key};
 
 /// Events between two snapshots of an aggregate.
-const SNAPSHOT_EVERY: i64 = 100;
+const SNAPSHOT_EVERY: i64 = 20;
 
 /// PostgreSQL's SQLSTATE for a unique violation.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -64,9 +64,9 @@ pub struct LoadPlan<'a> {
     pub locks: &'a [(&'a str, &'a str)],
     /// Aggregates (type, id) loaded after the locks are held.
     pub loads: &'a [(&'a str, &'a str)],
-    /// A wallet and the deposit or payout ids whose records are read with
-    /// it, because the wallet's snapshot leaves those records out.
-    pub wallet_records: Option<(&'a str, Vec<Uuid>)>,
+    /// (wallet, deposit or payout id) pairs whose records are read with the
+    /// wallets, because a wallet's snapshot leaves those records out.
+    pub wallet_records: Vec<(&'a str, Uuid)>,
 }
 
 impl<'a> LoadPlan<'a> {
@@ -75,15 +75,13 @@ impl<'a> LoadPlan<'a> {
         LoadPlan {
             locks: aggregates,
             loads: aggregates,
-            wallet_records: None,
+            wallet_records: Vec::new(),
         }
     }
 
-    pub fn with_wallet_records(self, wallet_id: &'a str, ids: Vec<Uuid>) -> Self {
-        LoadPlan {
-            wallet_records: Some((wallet_id, ids)),
-            ..self
-        }
+    pub fn with_wallet_record(mut self, wallet_id: &'a str, id: Uuid) -> Self {
+        self.wallet_records.push((wallet_id, id));
+        self
     }
 }
 
@@ -119,7 +117,7 @@ pub enum Opened {
 #[derive(Debug)]
 pub struct LoadedSet {
     parts: Vec<Option<RawAggregate>>,
-    wallet_records: Option<WalletRecords>,
+    wallet_records: WalletRecords,
 }
 
 #[derive(Debug)]
@@ -131,12 +129,12 @@ struct RawAggregate {
     events: Vec<(i64, String, String)>,
 }
 
-/// The deposit and hold rows found for the plan's record ids.
-#[derive(Debug)]
+/// The deposit and hold rows found for the plan's records, each with its
+/// wallet.
+#[derive(Debug, Default)]
 struct WalletRecords {
-    wallet_id: String,
-    deposits: Vec<(Uuid, i64)>,
-    holds: Vec<(Uuid, i64, String, Option<String>)>,
+    deposits: Vec<(String, Uuid, i64)>,
+    holds: Vec<(String, Uuid, i64, String, Option<String>)>,
 }
 
 impl LoadedSet {
@@ -176,23 +174,23 @@ impl LoadedSet {
     }
 
     /// Decodes the wallet at `index` and adds the deposits and reservations
-    /// found for the plan's record ids, so that a repeated command is
+    /// found for it among the plan's records, so that a repeated command is
     /// recognized however old the first one is.
     pub fn take_wallet(&mut self, index: usize) -> Result<Loaded<Wallet>, StoreError> {
         let mut wallet = self.take::<Wallet>(index)?;
-        let Some(records) = self.wallet_records.take() else {
-            return Ok(wallet);
-        };
-        if records.wallet_id != wallet.id {
-            return Err(StoreError::Corrupt(format!(
-                "the plan reads records of wallet {}, not of {}",
-                records.wallet_id, wallet.id
-            )));
-        }
-        for (id, amount_minor) in records.deposits {
+        let records = &mut self.wallet_records;
+        let (deposits, others) = std::mem::take(&mut records.deposits)
+            .into_iter()
+            .partition(|(wallet_id, _, _)| *wallet_id == wallet.id);
+        records.deposits = others;
+        let (holds, others) = std::mem::take(&mut records.holds)
+            .into_iter()
+            .partition(|(wallet_id, _, _, _, _)| *wallet_id == wallet.id);
+        records.holds = others;
+        for (_, id, amount_minor) in deposits {
             wallet.aggregate.remember_deposit(id, amount_minor);
         }
-        for (id, amount_minor, state, provider) in records.holds {
+        for (_, id, amount_minor, state, provider) in holds {
             let state = HoldState::parse(&state).ok_or_else(|| {
                 StoreError::Corrupt(format!("hold {id} has unknown state {state:?}"))
             })?;
@@ -273,10 +271,8 @@ impl UnitOfWork {
             .collect();
         let types: Vec<&str> = plan.loads.iter().map(|(t, _)| *t).collect();
         let ids: Vec<&str> = plan.loads.iter().map(|(_, id)| *id).collect();
-        let (wallet_id, record_ids) = match &plan.wallet_records {
-            Some((wallet_id, ids)) => (Some(*wallet_id), ids.as_slice()),
-            None => (None, &[][..]),
-        };
+        let record_wallets: Vec<&str> = plan.wallet_records.iter().map(|(w, _)| *w).collect();
+        let record_ids: Vec<Uuid> = plan.wallet_records.iter().map(|(_, id)| *id).collect();
         let rows: Vec<OpenRow> = sqlx::query_as(
             "SELECT r_part, r_kind, r_number, r_text, r_payload \
              FROM nepxy_open_command($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -287,8 +283,8 @@ impl UnitOfWork {
         .bind(&locks)
         .bind(&types)
         .bind(&ids)
-        .bind(wallet_id)
-        .bind(record_ids)
+        .bind(&record_wallets)
+        .bind(&record_ids)
         .fetch_all(&mut *self.tx)
         .await?;
 
@@ -306,11 +302,7 @@ impl UnitOfWork {
                     })
                 })
                 .collect(),
-            wallet_records: wallet_id.map(|wallet_id| WalletRecords {
-                wallet_id: wallet_id.to_owned(),
-                deposits: Vec::new(),
-                holds: Vec::new(),
-            }),
+            wallet_records: WalletRecords::default(),
         };
         for (part, kind, number, text, payload) in rows {
             let corrupt = || {
@@ -359,15 +351,21 @@ impl UnitOfWork {
                     }
                 }
                 "deposit" | "hold" => {
-                    let id = *record_ids.get(index).ok_or_else(corrupt)?;
-                    let records = set.wallet_records.as_mut().ok_or_else(corrupt)?;
+                    let (wallet_id, id) = *plan.wallet_records.get(index).ok_or_else(corrupt)?;
+                    let records = &mut set.wallet_records;
                     let amount_minor = number.ok_or_else(corrupt)?;
                     if kind == "deposit" {
-                        records.deposits.push((id, amount_minor));
-                    } else {
                         records
-                            .holds
-                            .push((id, amount_minor, text.ok_or_else(corrupt)?, payload));
+                            .deposits
+                            .push((wallet_id.to_owned(), id, amount_minor));
+                    } else {
+                        records.holds.push((
+                            wallet_id.to_owned(),
+                            id,
+                            amount_minor,
+                            text.ok_or_else(corrupt)?,
+                            payload,
+                        ));
                     }
                 }
                 _ => return Err(corrupt()),
@@ -427,7 +425,7 @@ impl UnitOfWork {
     ) -> Result<Loaded<Wallet>, StoreError> {
         self.open_plan(
             &LoadPlan::lock_and_load(&[(Wallet::TYPE, wallet_id)])
-                .with_wallet_records(wallet_id, vec![id]),
+                .with_wallet_record(wallet_id, id),
         )
         .await?
         .take_wallet(0)
@@ -531,8 +529,16 @@ impl UnitOfWork {
         }
     }
 
+    /// Sends the collected writes and commits. When a write fails, the
+    /// transaction is rolled back before the error returns, so its locks are
+    /// free for the caller's next attempt.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        self.flush().await?;
+        if let Err(error) = self.flush().await {
+            if let Err(rollback) = self.tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback after a failed write failed; the connection is dropped instead");
+            }
+            return Err(error);
+        }
         self.tx.commit().await?;
         Ok(())
     }

@@ -263,6 +263,47 @@ async fn overdraft_race_stops_at_zero() {
     );
 }
 
+/// Holds the write locks of the given wallets in a transaction of its own,
+/// so that the payouts sent meanwhile queue behind a batch that waits for
+/// them.
+async fn hold_wallets(
+    app: &TestApp,
+    wallet_ids: &[String],
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = app.pool.begin().await.expect("begin the holder");
+    for wallet_id in wallet_ids {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(nepxy_api::store::lock_key("Wallet", wallet_id))
+            .execute(&mut *holder)
+            .await
+            .expect("lock the wallet");
+    }
+    holder
+}
+
+/// Waits until a batch waits for a held wallet lock, then a little longer,
+/// so that the requests sent meanwhile have queued behind it.
+async fn wait_for_queue(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = app
+            .count(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event = 'advisory'",
+            )
+            .await;
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch waits for the held wallet lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
 /// Sends each (key, body) pair at once and returns the replies in order.
 async fn send_all(
     app: &Arc<TestApp>,
@@ -299,7 +340,14 @@ async fn one_wallet_payouts_share_commits() {
     let (_admin, client) = app.funded_client(1_000_000, "XOF").await;
     let wallet_id = format!("{}:XOF", client.client_id);
 
-    let replies = send_payouts(&app, &client, 48, 1_000, 48).await;
+    let holder = hold_wallets(&app, std::slice::from_ref(&wallet_id)).await;
+    let sending = {
+        let (app, client) = (Arc::clone(&app), client.clone());
+        tokio::spawn(async move { send_payouts(&app, &client, 48, 1_000, 48).await })
+    };
+    wait_for_queue(&app).await;
+    holder.commit().await.expect("release the wallet");
+    let replies = sending.await.expect("send the payouts");
 
     for reply in &replies {
         assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
@@ -417,4 +465,80 @@ async fn failing_payout_fails_alone() {
     assert_eq!(balance_from_events(&events), (961_000, 39_000));
     let (available, held, _) = balance_row(&app, &client).await;
     assert_eq!((available, held), (961_000, 39_000), "wallet_balances row");
+}
+
+/// Payouts of wallets that share a lane commit in one transaction. With nine
+/// wallets in four lanes one lane has at least three. Its first batch waits
+/// for a held lock while the rest queue, and each wallet can pay one of its
+/// two payouts, so some later batch reserves on at least two wallets.
+#[tokio::test]
+async fn batches_across_wallets_keep_each_balance() {
+    const CLIENTS: usize = 9;
+    let app = Arc::new(spawn_app().await);
+    let admin = app.bootstrap_admin().await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = app.create_client(&admin, "client").await;
+        let reply = app.deposit(&admin, client.client_id, 1_000, "XOF").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "deposit: {:?}",
+            reply.body
+        );
+        clients.push(client);
+    }
+    let wallet_ids: Vec<String> = clients
+        .iter()
+        .map(|client| format!("{}:XOF", client.client_id))
+        .collect();
+
+    let holder = hold_wallets(&app, &wallet_ids).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, client) in clients.iter().enumerate() {
+        for payout in 0..2 {
+            let (app, client) = (Arc::clone(&app), client.clone());
+            tasks.spawn(async move {
+                let body = payout_body(1_000, "tmoney");
+                let reply = app
+                    .post_payout(&client, &format!("mixed-{payout}"), &body)
+                    .await;
+                (index, reply)
+            });
+        }
+    }
+    wait_for_queue(&app).await;
+    holder.commit().await.expect("release the wallets");
+    let mut created = [0_usize; CLIENTS];
+    for (index, reply) in tasks.join_all().await {
+        match reply.status {
+            StatusCode::CREATED => created[index] += 1,
+            _ => assert_problem(
+                &reply,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/insufficient-funds",
+                "payout beyond the client's balance",
+            ),
+        }
+    }
+
+    for (index, client) in clients.iter().enumerate() {
+        assert_eq!(created[index], 1, "payouts accepted for client {index}");
+        let events = wallet_events(&app, &wallet_ids[index]).await;
+        assert_eq!(
+            balance_from_events(&events),
+            (0, 1_000),
+            "client {index} replayed from events"
+        );
+        let (available, held, _) = balance_row(&app, client).await;
+        assert_eq!((available, held), (0, 1_000), "client {index} row");
+    }
+    let shared: i64 = app
+        .count(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(DISTINCT aggregate_id) AS n FROM events \
+             WHERE aggregate_type = 'Wallet' AND event_type = 'FundsReserved' \
+             GROUP BY transaction_id) AS batches",
+        )
+        .await;
+    assert!(shared > 1, "one transaction reserved on several wallets");
 }

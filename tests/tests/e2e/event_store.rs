@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 /// Wallet events between two snapshots, as the server writes them.
-const SNAPSHOT_EVERY: i64 = 100;
+const SNAPSHOT_EVERY: i64 = 20;
 
 fn wallet_id(client: &Caller) -> String {
     format!("{}:XOF", client.client_id)
@@ -165,7 +165,8 @@ async fn event_metadata_records_request() {
 async fn snapshot_keeps_wallet_state() {
     let app = spawn_app().await;
     let (admin, client) = app.funded_client(1_000_000, "XOF").await;
-    let payouts = 101;
+    // The deposit and these payouts are one event more than a snapshot.
+    let payouts = SNAPSHOT_EVERY;
     for index in 0..payouts {
         let reply = app
             .post_payout(
@@ -190,7 +191,8 @@ async fn snapshot_keeps_wallet_state() {
     .fetch_optional(&app.pool)
     .await
     .expect("read snapshot");
-    let (last_sequence, payload) = snapshot.expect("a wallet snapshot exists after 102 events");
+    let (last_sequence, payload) =
+        snapshot.expect("a wallet snapshot exists after SNAPSHOT_EVERY + 1 events");
     assert_eq!(last_sequence, SNAPSHOT_EVERY, "snapshot last_sequence");
     let expected_available = 1_000_000 - (SNAPSHOT_EVERY - 1) * 1_000;
     assert_eq!(
