@@ -2,11 +2,11 @@
 //!
 //! A command appends events, updates read models and outbox rows, and stores
 //! its idempotency record. Sent one statement at a time, that was about
-//! twenty round trips per payout, each waiting for a scheduled thread on both
-//! sides. [`Writes`] keeps them in order instead, and [`Writes::apply`] hands
-//! the list to the `nepxy_apply_writes` function (see the migration
-//! `command_functions`), which runs them one after another in the caller's
-//! transaction, so each write sees the ones before it.
+//! twenty round trips per payout. [`Writes`] keeps the writes in order
+//! instead, and [`Writes::apply`] passes the list to the `nepxy_apply_writes`
+//! function (migration `command_functions`). The function runs them one
+//! after another in the caller's transaction, so each write reads the
+//! effects of the ones before it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -116,7 +116,7 @@ pub enum Write {
         /// The aggregate as JSON text.
         payload: String,
     },
-    /// The stored answer to an Idempotency-Key.
+    /// The stored response to an Idempotency-Key.
     Response {
         client_id: Uuid,
         key: String,

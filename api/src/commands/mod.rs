@@ -141,9 +141,9 @@ where
     }
 }
 
-/// The response to a request whose Idempotency-Key another request took: 409
-/// while that request runs, its stored response when the fingerprints match,
-/// 422 when they differ.
+/// Returns the response to a request whose Idempotency-Key another request
+/// took: 409 while that request runs, its stored response when the
+/// fingerprints match, 422 when they differ.
 fn key_taken_outcome(taken: KeyTaken, fingerprint: &[u8]) -> Result<Outcome, ApiError> {
     match taken {
         KeyTaken::Busy => Err(ApiError::Conflict {

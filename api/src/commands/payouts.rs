@@ -7,7 +7,8 @@
 //! Each payout is still decided on its wallet as the payouts before it left
 //! it, so the results are those of running them one after another. If the
 //! batch's transaction fails, each payout runs again on its own, so a failure
-//! fails only its own payout.
+//! fails only its own payout. When the database is unavailable, every payout
+//! of the batch gets 503 at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -214,7 +215,7 @@ impl Drop for DrainGuard<'_> {
     }
 }
 
-/// The lane of a wallet's payouts.
+/// Returns the lane of a wallet's payouts.
 fn lane(wallet_id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
 
@@ -370,9 +371,10 @@ async fn prepare_batch(
         return Ok(false);
     }
 
-    // Payouts, then wallets, each in the order of their lock keys: every
-    // batch takes its locks in one global order, so batches never deadlock,
-    // and a single payout (payout, then wallet) agrees with it.
+    // Payouts, then wallets, each in the order of their lock keys. Every
+    // batch takes its locks in this one order, so two batches cannot wait
+    // for each other in a cycle, and a single payout (payout, then wallet)
+    // follows the same order.
     let payout_keys: Vec<String> = pending
         .iter()
         .map(|&index| jobs[index].payout_id.to_string())

@@ -8,11 +8,11 @@
 //! once. Writers of one aggregate queue on its advisory lock instead of
 //! failing on an optimistic-concurrency conflict.
 //!
-//! A unit of work costs four round trips when it can: BEGIN, one call of
-//! `nepxy_open_command` that takes the locks and loads everything the command
-//! reads, one call of `nepxy_apply_writes` with every write the command made
-//! (collected in memory by [`UnitOfWork::append`] and
-//! [`UnitOfWork::store_response`]), and COMMIT.
+//! A command's unit of work costs four round trips. The first is BEGIN. The
+//! second calls `nepxy_open_command`, which takes the locks and loads
+//! everything the command reads. The third calls `nepxy_apply_writes` with
+//! every write the command made, which [`UnitOfWork::append`] and
+//! [`UnitOfWork::store_response`] collect in memory. The fourth is COMMIT.
 
 use cqrs_es::{Aggregate, DomainEvent};
 use nepxy_ledger::Wallet;
@@ -59,8 +59,8 @@ impl<A> Loaded<A> {
 #[derive(Debug, Default, Clone)]
 pub struct LoadPlan<'a> {
     /// Aggregates (type, id) whose write locks are taken, in this order.
-    /// Callers lock payouts before wallets, so two units of work can wait
-    /// for each other but never deadlock.
+    /// Callers lock payouts before wallets, so that two units of work do not
+    /// wait for each other in a cycle; PostgreSQL would abort one if they did.
     pub locks: &'a [(&'a str, &'a str)],
     /// Aggregates (type, id) loaded after the locks are held.
     pub loads: &'a [(&'a str, &'a str)],
@@ -242,8 +242,8 @@ impl Store {
 type OpenRow = (i32, String, Option<i64>, Option<String>, Option<String>);
 
 impl UnitOfWork {
-    /// The transaction's connection, for statements of other stores. Writes
-    /// collected so far are sent first, so those statements see them.
+    /// Returns the transaction's connection, for statements of other stores.
+    /// Writes collected so far are sent first, so those statements see them.
     pub async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
         self.flush().await?;
         Ok(&mut self.tx)
@@ -434,8 +434,8 @@ impl UnitOfWork {
     /// Appends events after the loaded sequence, applies them to the loaded
     /// aggregate, and adds the writes of the events, their read models and a
     /// snapshot when one is due. They are sent with the next statement of
-    /// this unit of work at the latest; a concurrent writer's event under the
-    /// same sequence fails that call with [`StoreError::Conflict`].
+    /// this unit of work at the latest. If a concurrent writer took one of
+    /// the sequences, that statement fails with [`StoreError::Conflict`].
     pub async fn append<A: Projected>(
         &mut self,
         loaded: &mut Loaded<A>,
@@ -496,7 +496,7 @@ impl UnitOfWork {
         Ok(records)
     }
 
-    /// Adds the write of a request's stored answer.
+    /// Adds the write of a request's stored response.
     pub fn store_response(&mut self, client_id: Uuid, key: &str, response: &StoredResponse) {
         self.writes.push(Write::Response {
             client_id,
