@@ -16,7 +16,9 @@
 -- arrays. A key whose lock another transaction holds gets a 'busy' row and
 -- one with a stored response a 'stored' row, both with the key's index as
 -- r_part. If any key got one, nothing is locked or loaded. Otherwise the
--- aggregate locks are taken in array order and each aggregate in p_types and
+-- aggregate locks are taken in array order, each wait limited to
+-- p_lock_timeout for the rest of the transaction when it is not NULL (the
+-- error is SQLSTATE 55P03), and each aggregate in p_types and
 -- p_ids is loaded ('snapshot' and 'event' rows, r_part its index), then the
 -- deposit and hold of each id in p_record_ids on the wallet at the same index
 -- of p_record_wallets ('deposit' and 'hold' rows, r_part the id's index).
@@ -29,7 +31,8 @@ CREATE FUNCTION nepxy_open_command(
     p_types text[],
     p_ids text[],
     p_record_wallets text[],
-    p_record_ids uuid[])
+    p_record_ids uuid[],
+    p_lock_timeout text)
     RETURNS TABLE (r_part integer, r_kind text, r_number bigint, r_text text, r_payload text)
     LANGUAGE plpgsql VOLATILE AS
 $$
@@ -58,6 +61,9 @@ BEGIN
         RETURN;
     END IF;
 
+    IF p_lock_timeout IS NOT NULL THEN
+        PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    END IF;
     -- In the caller's order, so that callers that agree on an order never
     -- deadlock.
     FOREACH lock_key IN ARRAY coalesce(p_locks, ARRAY[]::bigint[]) LOOP
@@ -152,14 +158,28 @@ BEGIN
                     (w->>'sequence')::bigint)
             ON CONFLICT DO NOTHING;
         WHEN 'hold' THEN
-            INSERT INTO wallet_holds (wallet_id, payout_id, amount_minor, state, provider, last_sequence)
-            VALUES (w->>'wallet_id', (w->>'payout_id')::uuid, (w->>'amount_minor')::bigint,
-                    w->>'state', w->>'provider', (w->>'sequence')::bigint)
-            ON CONFLICT (wallet_id, payout_id) DO UPDATE SET
-                state = EXCLUDED.state,
-                provider = COALESCE(EXCLUDED.provider, wallet_holds.provider),
-                last_sequence = EXCLUDED.last_sequence
-            WHERE wallet_holds.last_sequence < EXCLUDED.last_sequence;
+            -- An UPDATE skips a row that already saw this sequence without
+            -- locking it. ON CONFLICT DO UPDATE would lock it first, and the
+            -- catch-up projector, which re-applies events without the
+            -- aggregate locks, then deadlocked with live commands.
+            UPDATE wallet_holds SET
+                state = w->>'state',
+                provider = COALESCE(w->>'provider', provider),
+                last_sequence = (w->>'sequence')::bigint
+            WHERE wallet_id = w->>'wallet_id' AND payout_id = (w->>'payout_id')::uuid
+              AND last_sequence < (w->>'sequence')::bigint;
+            IF NOT FOUND AND NOT EXISTS (
+                SELECT 1 FROM wallet_holds
+                WHERE wallet_id = w->>'wallet_id' AND payout_id = (w->>'payout_id')::uuid) THEN
+                INSERT INTO wallet_holds (wallet_id, payout_id, amount_minor, state, provider, last_sequence)
+                VALUES (w->>'wallet_id', (w->>'payout_id')::uuid, (w->>'amount_minor')::bigint,
+                        w->>'state', w->>'provider', (w->>'sequence')::bigint)
+                ON CONFLICT (wallet_id, payout_id) DO UPDATE SET
+                    state = EXCLUDED.state,
+                    provider = COALESCE(EXCLUDED.provider, wallet_holds.provider),
+                    last_sequence = EXCLUDED.last_sequence
+                WHERE wallet_holds.last_sequence < EXCLUDED.last_sequence;
+            END IF;
         WHEN 'payout' THEN
             INSERT INTO payouts (payout_id, client_id, status, amount_minor, currency, provider,
                                  msisdn, recipient_name, reference, created_at, updated_at,

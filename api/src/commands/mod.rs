@@ -105,7 +105,14 @@ where
     loop {
         attempt += 1;
         let mut unit = store.begin().await?;
-        let loaded = match unit.open(&[claim], plan).await? {
+        let opened = match unit.open(&[claim], plan).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                release(unit).await;
+                return Err(error.into());
+            }
+        };
+        let loaded = match opened {
             Opened::Ready(loaded) => loaded,
             Opened::KeysTaken(mut taken) => {
                 // Rolled back before the response, so that the key's lock is

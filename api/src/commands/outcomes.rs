@@ -98,6 +98,8 @@ async fn apply_once(
     let mut unit = store.begin().await?;
     let mut payout = unit.lock_and_load::<Payout>(&payout_key).await?;
     let Some(state) = payout.aggregate.state.clone() else {
+        // Rolled back now, so the payout's lock is free before the response.
+        super::release(unit).await;
         return Ok((Applied::Orphan, Vec::new()));
     };
 
@@ -161,6 +163,7 @@ async fn apply_once(
         .collect();
     event_types.extend(wallet_events.iter().map(cqrs_es::DomainEvent::event_type));
     if dry_run {
+        super::release(unit).await;
         return Ok((applied, event_types));
     }
 

@@ -6,12 +6,15 @@
 //! transaction, with one lock per wallet and one commit for the whole batch.
 //! Each payout is still decided on its wallet as the payouts before it left
 //! it, so the results are those of running them one after another. If the
-//! batch's transaction fails, each payout runs again on its own, so a failure
-//! fails only its own payout. When the database is unavailable, every payout
-//! of the batch gets 503 at once.
+//! batch's transaction fails, each payout runs again on its own task, so a
+//! failure fails only its own payout. When the database is unavailable,
+//! every payout of the batch gets 503 at once. A batch waits at most
+//! LANE_LOCK_TIMEOUT for each lock, so a wallet whose lock another
+//! transaction keeps does not stop its lane: its payouts wait on their own.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -37,6 +40,9 @@ const MAX_BATCH: usize = 32;
 /// Lanes of the payout queue. All payouts of a wallet share a lane, so they
 /// run one batch after another within this process.
 const LANES: u64 = 4;
+/// The longest wait of a batch for one aggregate lock. Commands hold a
+/// wallet's lock for milliseconds, so a longer wait means a stuck holder.
+const LANE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A validated payout request.
 #[derive(Debug, Clone)]
@@ -125,8 +131,9 @@ impl PayoutBatcher {
     }
 
     fn lock_queues(&self) -> std::sync::MutexGuard<'_, HashMap<u64, VecDeque<Queued>>> {
-        // A panic while the lock was held leaves the map consistent: every
-        // change to it is a single insert, push or removal.
+        // A panic while the lock was held leaves the map usable: at worst
+        // the payouts being moved into a batch are dropped, and their
+        // requesters get an error.
         self.queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -158,42 +165,43 @@ impl PayoutBatcher {
 
     /// Runs a batch and sends each payout its result.
     async fn run(&self, batch: Vec<Queued>) {
-        if batch.len() > 1 {
-            let jobs: Vec<&PayoutJob> = batch.iter().map(|queued| &queued.job).collect();
-            match run_batch(&self.store, &self.switches, &jobs).await {
-                Ok(results) => {
-                    for (queued, result) in batch.into_iter().zip(results) {
-                        // A requester that went away no longer waits.
-                        let _ = queued.reply.send(result);
-                    }
-                    return;
+        let jobs: Vec<&PayoutJob> = batch.iter().map(|queued| &queued.job).collect();
+        match run_batch(&self.store, &self.switches, &jobs).await {
+            Ok(results) => {
+                for (queued, result) in batch.into_iter().zip(results) {
+                    // A requester that went away no longer waits.
+                    let _ = queued.reply.send(result);
                 }
-                // Each payout alone would wait for the database too, one
-                // after another.
-                Err(ApiError::Unavailable { detail }) => {
-                    tracing::warn!(%detail, payouts = batch.len(), "a payout batch found the database unavailable");
-                    for queued in batch {
-                        let _ = queued.reply.send(Err(ApiError::Unavailable {
-                            detail: detail.clone(),
-                        }));
-                    }
-                    return;
+            }
+            // Each payout alone would wait for the database too.
+            Err(ApiError::Unavailable { detail }) => {
+                tracing::warn!(%detail, payouts = batch.len(), "a payout batch found the database unavailable");
+                for queued in batch {
+                    let _ = queued.reply.send(Err(ApiError::Unavailable {
+                        detail: detail.clone(),
+                    }));
                 }
-                Err(error) => {
-                    tracing::warn!(
-                        error = %error,
-                        payouts = batch.len(),
-                        "a payout batch failed; running each of its payouts on its own"
+            }
+            // On tasks of their own and without a lock timeout, so that the
+            // lane goes on with its next batch while they run or wait.
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    payouts = batch.len(),
+                    "a payout batch failed; running each of its payouts on its own"
+                );
+                for queued in batch {
+                    let (store, switches) = (self.store.clone(), self.switches.clone());
+                    let span = queued.job.span.clone();
+                    tokio::spawn(
+                        async move {
+                            let result = run_alone(&store, &switches, &queued.job).await;
+                            let _ = queued.reply.send(result);
+                        }
+                        .instrument(span),
                     );
                 }
             }
-        }
-        for queued in batch {
-            let span = queued.job.span.clone();
-            let result = run_alone(&self.store, &self.switches, &queued.job)
-                .instrument(span)
-                .await;
-            let _ = queued.reply.send(result);
         }
     }
 }
@@ -215,8 +223,9 @@ impl Drop for DrainGuard<'_> {
     }
 }
 
-/// Returns the lane of a wallet's payouts.
-fn lane(wallet_id: &str) -> u64 {
+/// Returns the lane of a wallet's payouts. Public so that tests can find
+/// wallets that share a lane.
+pub fn lane(wallet_id: &str) -> u64 {
     use std::hash::{Hash, Hasher};
 
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -316,8 +325,8 @@ async fn run_batch(
         .map(IdempotentRequest::fingerprint)
         .collect();
     let mut results: Vec<Option<Result<Outcome, ApiError>>> = jobs.iter().map(|_| None).collect();
-
     let mut unit = store.begin().await?;
+
     let prepared = prepare_batch(
         &mut unit,
         switches,
@@ -336,7 +345,15 @@ async fn run_batch(
             return Err(error);
         }
     }
-    Ok(results.into_iter().flatten().collect())
+    // Every job has a result; one without would shift the others' results
+    // onto the wrong requesters, so it fails the batch instead.
+    results
+        .into_iter()
+        .map(|result| {
+            result
+                .ok_or_else(|| ApiError::Internal("a payout of the batch has no result".to_owned()))
+        })
+        .collect()
 }
 
 /// Claims the keys, loads the aggregates and adds the writes of every
@@ -404,6 +421,7 @@ async fn prepare_batch(
             .iter()
             .map(|&index| (jobs[index].wallet_id.as_str(), jobs[index].payout_id))
             .collect(),
+        lock_timeout: Some(LANE_LOCK_TIMEOUT),
     };
     let Opened::Ready(mut loaded) = unit.open(&[], &plan).await? else {
         return Err(ApiError::Internal(

@@ -67,6 +67,9 @@ pub struct LoadPlan<'a> {
     /// (wallet, deposit or payout id) pairs whose records are read with the
     /// wallets, because a wallet's snapshot leaves those records out.
     pub wallet_records: Vec<(&'a str, Uuid)>,
+    /// The longest wait for each lock of `locks`, for the rest of the
+    /// transaction; without it a lock is awaited as long as it takes.
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl<'a> LoadPlan<'a> {
@@ -76,6 +79,7 @@ impl<'a> LoadPlan<'a> {
             locks: aggregates,
             loads: aggregates,
             wallet_records: Vec::new(),
+            lock_timeout: None,
         }
     }
 
@@ -275,7 +279,7 @@ impl UnitOfWork {
         let record_ids: Vec<Uuid> = plan.wallet_records.iter().map(|(_, id)| *id).collect();
         let rows: Vec<OpenRow> = sqlx::query_as(
             "SELECT r_part, r_kind, r_number, r_text, r_payload \
-             FROM nepxy_open_command($1, $2, $3, $4, $5, $6, $7, $8)",
+             FROM nepxy_open_command($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key_locks)
         .bind(&key_clients)
@@ -285,6 +289,10 @@ impl UnitOfWork {
         .bind(&ids)
         .bind(&record_wallets)
         .bind(&record_ids)
+        .bind(
+            plan.lock_timeout
+                .map(|timeout| format!("{}ms", timeout.as_millis().max(1))),
+        )
         .fetch_all(&mut *self.tx)
         .await?;
 

@@ -542,3 +542,77 @@ async fn batches_across_wallets_keep_each_balance() {
         .await;
     assert!(shared > 1, "one transaction reserved on several wallets");
 }
+
+/// A wallet whose lock another transaction keeps delays only its own
+/// payouts: a batch waits for a lock at most two seconds and then leaves
+/// its payouts to wait on their own, so the rest of the lane goes on.
+#[tokio::test]
+async fn stuck_wallet_spares_its_lane() {
+    let app = Arc::new(spawn_app().await);
+    let admin = app.bootstrap_admin().await;
+    // Two clients whose XOF wallets share a lane.
+    let mut by_lane: HashMap<u64, Caller> = HashMap::new();
+    let (stuck, other) = loop {
+        let client = app.create_client(&admin, "client").await;
+        let lane = nepxy_api::commands::payouts::lane(&format!("{}:XOF", client.client_id));
+        if let Some(first) = by_lane.remove(&lane) {
+            break (first, client);
+        }
+        by_lane.insert(lane, client);
+    };
+    for client in [&stuck, &other] {
+        let reply = app.deposit(&admin, client.client_id, 10_000, "XOF").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "deposit: {:?}",
+            reply.body
+        );
+    }
+
+    let stuck_wallet = format!("{}:XOF", stuck.client_id);
+    let holder = hold_wallets(&app, std::slice::from_ref(&stuck_wallet)).await;
+    let stuck_payout = {
+        let (app, stuck) = (Arc::clone(&app), stuck.clone());
+        tokio::spawn(async move {
+            app.post_payout(&stuck, "stuck", &payout_body(1_000, "tmoney"))
+                .await
+        })
+    };
+    wait_for_queue(&app).await;
+
+    let other_reply = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        app.post_payout(&other, "free", &payout_body(1_000, "tmoney")),
+    )
+    .await
+    .expect("the other wallet's payout completes while the lock is kept");
+    assert_eq!(
+        other_reply.status,
+        StatusCode::CREATED,
+        "{:?}",
+        other_reply.body
+    );
+    assert!(
+        !stuck_payout.is_finished(),
+        "the stuck wallet's payout still waits"
+    );
+
+    holder.commit().await.expect("release the wallet");
+    let stuck_reply = stuck_payout.await.expect("stuck payout task");
+    assert_eq!(
+        stuck_reply.status,
+        StatusCode::CREATED,
+        "{:?}",
+        stuck_reply.body
+    );
+    for client in [&stuck, &other] {
+        let (available, held, _) = balance_row(&app, client).await;
+        assert_eq!(
+            (available, held),
+            (9_000, 1_000),
+            "balance of {}",
+            client.client_id
+        );
+    }
+}
