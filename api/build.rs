@@ -1,5 +1,5 @@
-//! `sqlx::migrate!` embeds the files of `migrations/` at compile time; this
-//! rebuilds the crate when one of them changes, so a test never runs a
+//! Rebuilds the crate when a file of `migrations/` changes. `sqlx::migrate!`
+//! embeds those files at compile time, so without this a test could run a
 //! binary with an older copy of a migration.
 
 fn main() {

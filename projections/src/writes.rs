@@ -155,14 +155,6 @@ impl Writes {
         self.items.push(write);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// Runs every write in order in one round trip and empties the list. A
     /// failing write fails the call with PostgreSQL's error and leaves the
     /// caller's transaction aborted.

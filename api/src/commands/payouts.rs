@@ -40,8 +40,8 @@ const MAX_BATCH: usize = 32;
 /// Lanes of the payout queue. All payouts of a wallet share a lane, so they
 /// run one batch after another within this process.
 const LANES: u64 = 4;
-/// The longest wait of a batch for one aggregate lock. Commands hold a
-/// wallet's lock for milliseconds, so a longer wait means a stuck holder.
+/// Maximum wait of a batch for one aggregate lock. Commands hold a wallet's
+/// lock for milliseconds, so a longer wait points to a stuck holder.
 const LANE_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A validated payout request.
@@ -374,63 +374,69 @@ async fn prepare_batch(
             key: &job.key,
         })
         .collect();
-    // First the keys: those taken by other requests get the response
-    // run_idempotent gives, and the others' locks stay held.
-    if let Opened::KeysTaken(taken) = unit.open(&claims, &LoadPlan::default()).await? {
-        for (index, taken) in taken {
-            results[index] = Some(key_taken_outcome(taken, &fingerprints[index]));
-        }
-    }
-    let pending: Vec<usize> = (0..jobs.len())
-        .filter(|&index| results[index].is_none())
-        .collect();
-    if pending.is_empty() {
-        return Ok(false);
-    }
-
-    // Payouts, then wallets, each in the order of their lock keys. Every
-    // batch takes its locks in this one order, so two batches cannot wait
-    // for each other in a cycle, and a single payout (payout, then wallet)
-    // follows the same order.
-    let payout_keys: Vec<String> = pending
-        .iter()
-        .map(|&index| jobs[index].payout_id.to_string())
-        .collect();
-    let mut wallet_ids: Vec<&str> = pending
-        .iter()
-        .map(|&index| jobs[index].wallet_id.as_str())
-        .collect();
-    wallet_ids.sort_unstable();
-    wallet_ids.dedup();
-    let mut loads: Vec<(&str, &str)> = payout_keys
-        .iter()
-        .map(|payout_key| ("Payout", payout_key.as_str()))
-        .collect();
-    loads.extend(wallet_ids.iter().map(|wallet_id| ("Wallet", *wallet_id)));
-    let mut locks = loads.clone();
-    locks.sort_by_key(|(aggregate_type, id)| {
-        (
-            *aggregate_type == "Wallet",
-            crate::store::lock_key(aggregate_type, id),
-        )
-    });
-    let plan = LoadPlan {
-        locks: &locks,
-        loads: &loads,
-        wallet_records: pending
+    // One call claims the keys and, when none is taken, takes the locks and
+    // loads everything. A taken key gets the response run_idempotent gives,
+    // and a second call, without keys, locks and loads the other payouts.
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut keys = claims.as_slice();
+    let (mut loaded, payout_count, wallet_ids) = loop {
+        // Payouts, then wallets, each in the order of their lock keys. Every
+        // batch takes its locks in this one order, so two batches cannot
+        // wait for each other in a cycle, and a single payout (payout, then
+        // wallet) follows the same order.
+        let payout_keys: Vec<String> = pending
             .iter()
-            .map(|&index| (jobs[index].wallet_id.as_str(), jobs[index].payout_id))
-            .collect(),
-        lock_timeout: Some(LANE_LOCK_TIMEOUT),
-    };
-    let Opened::Ready(mut loaded) = unit.open(&[], &plan).await? else {
-        return Err(ApiError::Internal(
-            "nepxy_open_command reported a key it was not given".to_owned(),
-        ));
+            .map(|&index| jobs[index].payout_id.to_string())
+            .collect();
+        let mut wallet_ids: Vec<&str> = pending
+            .iter()
+            .map(|&index| jobs[index].wallet_id.as_str())
+            .collect();
+        wallet_ids.sort_unstable();
+        wallet_ids.dedup();
+        let mut loads: Vec<(&str, &str)> = payout_keys
+            .iter()
+            .map(|payout_key| ("Payout", payout_key.as_str()))
+            .collect();
+        loads.extend(wallet_ids.iter().map(|wallet_id| ("Wallet", *wallet_id)));
+        let mut locks = loads.clone();
+        locks.sort_by_key(|(aggregate_type, id)| {
+            (
+                *aggregate_type == "Wallet",
+                crate::store::lock_key(aggregate_type, id),
+            )
+        });
+        let plan = LoadPlan {
+            locks: &locks,
+            loads: &loads,
+            wallet_records: pending
+                .iter()
+                .map(|&index| (jobs[index].wallet_id.as_str(), jobs[index].payout_id))
+                .collect(),
+            lock_timeout: Some(LANE_LOCK_TIMEOUT),
+        };
+        match unit.open(keys, &plan).await? {
+            Opened::Ready(loaded) => break (loaded, payout_keys.len(), wallet_ids),
+            Opened::KeysTaken(_) if keys.is_empty() => {
+                return Err(ApiError::Internal(
+                    "nepxy_open_command reported a key it was not given".to_owned(),
+                ));
+            }
+            Opened::KeysTaken(taken) => {
+                for (index, taken) in taken {
+                    results[index] = Some(key_taken_outcome(taken, &fingerprints[index]));
+                }
+                pending.retain(|&index| results[index].is_none());
+                if pending.is_empty() {
+                    return Ok(false);
+                }
+                keys = &[];
+            }
+        }
     };
     let mut wallets = HashMap::new();
     for (offset, wallet_id) in wallet_ids.iter().enumerate() {
-        wallets.insert(*wallet_id, loaded.take_wallet(payout_keys.len() + offset)?);
+        wallets.insert(*wallet_id, loaded.take_wallet(payout_count + offset)?);
     }
 
     for (position, &index) in pending.iter().enumerate() {

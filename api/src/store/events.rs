@@ -67,8 +67,8 @@ pub struct LoadPlan<'a> {
     /// (wallet, deposit or payout id) pairs whose records are read with the
     /// wallets, because a wallet's snapshot leaves those records out.
     pub wallet_records: Vec<(&'a str, Uuid)>,
-    /// The longest wait for each lock of `locks`, for the rest of the
-    /// transaction; without it a lock is awaited as long as it takes.
+    /// Maximum wait for each lock of `locks`, in force for the rest of the
+    /// transaction. Without it, a lock is awaited as long as it takes.
     pub lock_timeout: Option<std::time::Duration>,
 }
 
@@ -396,28 +396,9 @@ impl UnitOfWork {
         }
     }
 
-    /// Waits for the write locks of the given aggregates, which are held until
-    /// commit or rollback, in the given order (see [`LoadPlan::locks`]).
-    pub async fn lock_aggregates(&mut self, aggregates: &[(&str, &str)]) -> Result<(), StoreError> {
-        self.open_plan(&LoadPlan {
-            locks: aggregates,
-            ..LoadPlan::default()
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// Loads an aggregate from its latest snapshot and the events after it.
-    pub async fn load<A: Aggregate>(&mut self, id: &str) -> Result<Loaded<A>, StoreError> {
-        self.open_plan(&LoadPlan {
-            loads: &[(A::TYPE, id)],
-            ..LoadPlan::default()
-        })
-        .await?
-        .take::<A>(0)
-    }
-
-    /// Takes an aggregate's write lock and then loads it, in one round trip.
+    /// Takes an aggregate's write lock, held until commit or rollback, and
+    /// then loads it from its latest snapshot and the events after it, in
+    /// one round trip.
     pub async fn lock_and_load<A: Aggregate>(&mut self, id: &str) -> Result<Loaded<A>, StoreError> {
         self.open_plan(&LoadPlan::lock_and_load(&[(A::TYPE, id)]))
             .await?

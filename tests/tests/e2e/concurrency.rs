@@ -321,7 +321,8 @@ async fn send_all(
     replies.into_iter().map(|(_, reply)| reply).collect()
 }
 
-/// The largest number of reserves on the wallet that one transaction wrote.
+/// Returns the largest number of reserves on the wallet that one
+/// transaction wrote.
 async fn largest_batch(app: &TestApp, wallet_id: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM events \

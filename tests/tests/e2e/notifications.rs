@@ -837,10 +837,10 @@ async fn rolled_back_outcome_adds_nothing() {
 
     let payout_key = payout_id.to_string();
     let mut unit = app.state.store.begin().await.expect("begin");
-    unit.lock_aggregates(&[("Payout", &payout_key)])
+    let mut payout = unit
+        .lock_and_load::<Payout>(&payout_key)
         .await
-        .expect("lock payout");
-    let mut payout = unit.load::<Payout>(&payout_key).await.expect("load payout");
+        .expect("lock and load payout");
     let events = payout
         .aggregate
         .decide(PayoutCommand::RecordOutcome {

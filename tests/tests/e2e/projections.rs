@@ -77,8 +77,8 @@ async fn wallet_event_applied_twice_counts_once() {
         },
     );
 
-    // One round trip with every repeat in it: each write sees the ones
-    // before it, as separate statements would.
+    // One round trip with every repeat in it. Each write reads the effects
+    // of the ones before it, as separate statements would.
     let mut writes = Writes::default();
     for record in [&deposit, &deposit, &reserve, &reserve, &deposit] {
         Wallet::project(&mut writes, record).expect("project");
