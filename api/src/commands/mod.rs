@@ -172,7 +172,7 @@ fn key_taken_outcome(taken: KeyTaken, fingerprint: &[u8]) -> Result<Outcome, Api
 /// Rolls back a unit of work before the response is sent. Dropping it would
 /// also roll back, but only when the pool reuses the connection. Until then
 /// the Idempotency-Key's lock stays taken, so a prompt retry gets 409.
-async fn release(unit: UnitOfWork) {
+pub(crate) async fn release(unit: UnitOfWork) {
     if let Err(error) = unit.rollback().await {
         tracing::warn!(error = %error, "rollback failed; the connection is dropped instead");
     }

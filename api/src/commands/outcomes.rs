@@ -6,7 +6,7 @@ use nepxy_ledger::{Payout, PayoutCommand, PayoutEvent, PayoutStatus, WalletComma
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::{Store, UnitOfWork};
 use crate::webhooks::{Report, ReportStatus};
 
 /// Attempts of one report after a concurrent write to the same aggregate.
@@ -54,6 +54,41 @@ impl Applied {
     }
 }
 
+/// The payout a report is about and the status it reports, or the outcome
+/// when there is nothing to apply: a report without a payout id is an
+/// orphan, and one that reports the payout in progress changes nothing.
+pub fn target(payout_id: Option<Uuid>, report: &Report) -> Result<(Uuid, PayoutStatus), Applied> {
+    let Some(payout_id) = payout_id.or_else(|| Uuid::parse_str(&report.external_ref).ok()) else {
+        return Err(Applied::Orphan);
+    };
+    let status = match report.status {
+        ReportStatus::Pending => return Err(Applied::StillPending),
+        ReportStatus::Succeeded => PayoutStatus::Succeeded,
+        ReportStatus::Failed => PayoutStatus::Failed,
+        ReportStatus::Reversed => PayoutStatus::Reversed,
+    };
+    Ok((payout_id, status))
+}
+
+/// Runs `attempt` again, up to [`MAX_CONFLICT_ATTEMPTS`] times in all, while
+/// it fails because a concurrent writer took one of its event sequences.
+pub async fn retry_on_conflict<T, F, Fut>(payout_id: Uuid, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Err(ApiError::WriteConflict { .. }) if attempts < MAX_CONFLICT_ATTEMPTS => {
+                tracing::warn!(%payout_id, attempt = attempts, "concurrent write while applying a report; retrying");
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Applies `report` to payout `payout_id` in one transaction: the payout's
 /// new status and the matching wallet settlement, release or refund. With
 /// `dry_run` the transaction is rolled back, so nothing changes.
@@ -64,42 +99,42 @@ pub async fn apply_report(
     metadata: &EventMetadata,
     dry_run: bool,
 ) -> Result<(Applied, Vec<String>), ApiError> {
-    let Some(payout_id) = payout_id.or_else(|| Uuid::parse_str(&report.external_ref).ok()) else {
-        return Ok((Applied::Orphan, Vec::new()));
+    let (payout_id, status) = match target(payout_id, report) {
+        Ok(target) => target,
+        Err(applied) => return Ok((applied, Vec::new())),
     };
-    let status = match report.status {
-        ReportStatus::Pending => return Ok((Applied::StillPending, Vec::new())),
-        ReportStatus::Succeeded => PayoutStatus::Succeeded,
-        ReportStatus::Failed => PayoutStatus::Failed,
-        ReportStatus::Reversed => PayoutStatus::Reversed,
-    };
-
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match apply_once(store, payout_id, status, report, metadata, dry_run).await {
-            Err(ApiError::WriteConflict { .. }) if attempt < MAX_CONFLICT_ATTEMPTS => {
-                tracing::warn!(%payout_id, attempt, "concurrent write while applying a report; retrying");
+    retry_on_conflict(payout_id, || async {
+        let mut unit = store.begin().await?;
+        let result = apply_in(&mut unit, payout_id, status, report, metadata).await;
+        match result {
+            Ok(outcome) if !dry_run && outcome.0 != Applied::Orphan => {
+                unit.commit().await?;
+                Ok(outcome)
             }
-            result => return result,
+            // Rolled back now, so the payout's lock is free before the
+            // response.
+            other => {
+                super::release(unit).await;
+                other
+            }
         }
-    }
+    })
+    .await
 }
 
-async fn apply_once(
-    store: &Store,
+/// Decides the report on the payout and its wallet in `unit`, locking both,
+/// and appends the events. The caller commits. Returns the outcome and the
+/// types of the events appended.
+pub async fn apply_in(
+    unit: &mut UnitOfWork,
     payout_id: Uuid,
     status: PayoutStatus,
     report: &Report,
     metadata: &EventMetadata,
-    dry_run: bool,
 ) -> Result<(Applied, Vec<String>), ApiError> {
     let payout_key = payout_id.to_string();
-    let mut unit = store.begin().await?;
     let mut payout = unit.lock_and_load::<Payout>(&payout_key).await?;
     let Some(state) = payout.aggregate.state.clone() else {
-        // Rolled back now, so the payout's lock is free before the response.
-        super::release(unit).await;
         return Ok((Applied::Orphan, Vec::new()));
     };
 
@@ -162,13 +197,7 @@ async fn apply_once(
         .map(cqrs_es::DomainEvent::event_type)
         .collect();
     event_types.extend(wallet_events.iter().map(cqrs_es::DomainEvent::event_type));
-    if dry_run {
-        super::release(unit).await;
-        return Ok((applied, event_types));
-    }
-
     unit.append(&mut payout, payout_events, metadata).await?;
     unit.append(&mut wallet, wallet_events, metadata).await?;
-    unit.commit().await?;
     Ok((applied, event_types))
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -113,8 +113,10 @@ pub async fn insert(pool: &PgPool, delivery: &NewDelivery<'_>) -> Result<(), Sto
     Ok(())
 }
 
+/// Stores what became of a delivery, in the caller's transaction when
+/// `executor` is one.
 pub async fn set_verdict(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     webhook_id: Uuid,
     update: &VerdictUpdate<'_>,
 ) -> Result<(), StoreError> {
@@ -132,7 +134,7 @@ pub async fn set_verdict(
     .bind(update.payout_id)
     .bind(&update.report)
     .bind(&RETRYABLE_VERDICTS[..])
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -221,10 +223,12 @@ pub async fn mark_dead(pool: &PgPool, webhook_id: Uuid, reason: &str) -> Result<
     Ok(())
 }
 
-/// Records a nonce or event id as used. Returns false when it was already
-/// used by another delivery and has not expired.
+/// Records a nonce or event id as used by `webhook_id`. Returns false when
+/// another delivery used it and it has not expired. The same delivery may
+/// claim its key again, as the retry worker does after a claim that was
+/// rolled back or that committed without an application.
 pub async fn claim_replay_key(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     provider: &str,
     replay_key: &str,
     webhook_id: Uuid,
@@ -235,13 +239,14 @@ pub async fn claim_replay_key(
          ON CONFLICT (provider, replay_key) DO UPDATE SET \
              webhook_id = EXCLUDED.webhook_id, expires_at = EXCLUDED.expires_at \
          WHERE webhook_replay_keys.expires_at < now() \
+            OR webhook_replay_keys.webhook_id = EXCLUDED.webhook_id \
          RETURNING 1",
     )
     .bind(provider)
     .bind(replay_key)
     .bind(webhook_id)
     .bind(REPLAY_KEY_RETENTION_SECONDS as f64)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     Ok(claimed.is_some())
 }

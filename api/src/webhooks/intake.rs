@@ -4,19 +4,20 @@
 use std::sync::Arc;
 
 use chrono::{SubsecRound, Utc};
-use nepxy_ledger::Provider;
 use nepxy_ledger::metadata::{Actor, EventMetadata, Source};
+use nepxy_ledger::{PayoutStatus, Provider};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::confirm::TransferStatusLookup;
 use super::{Delivery, Report, ReportStatus, adapter};
-use crate::commands::outcomes::{Applied, apply_report};
+use crate::commands::outcomes::{Applied, apply_in, retry_on_conflict, target};
+use crate::commands::release;
 use crate::config::WebhookSecrets;
 use crate::controls::maintenance::MaintenanceSwitch;
 use crate::error::ApiError;
-use crate::store::Store;
 use crate::store::webhooks::{self, NewDelivery, VerdictUpdate};
+use crate::store::{Store, UnitOfWork};
 
 /// Headers never stored, because they carry credentials.
 const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
@@ -241,27 +242,24 @@ impl Intake {
             }
         };
 
-        if fresh
-            && let Some(replay_key) = &verified.replay_key
-            && !webhooks::claim_replay_key(pool, provider.name(), replay_key, webhook_id).await?
-        {
-            let reason = "nonce or webhook id was already used".to_owned();
-            tracing::warn!(%webhook_id, %provider, "webhook rejected: replayed nonce or event id");
-            let update = VerdictUpdate {
-                verdict: "rejected",
-                reason: Some(&reason),
-                replay_key: Some(replay_key),
-                payout_id: None,
-                report: None,
-            };
-            webhooks::set_verdict(pool, webhook_id, &update).await?;
-            return Ok(Err(Refusal::Rejected { webhook_id, reason }));
-        }
+        // A fresh delivery and an automatic retry claim the nonce or event
+        // id, but an operator's replay does not. The happy path claims it in the
+        // transaction that applies the report, and every refusal before
+        // that claims it on its own first, so a reused key is reported as
+        // such whatever else is wrong with the delivery.
+        let claim = if mode == Mode::Replay {
+            None
+        } else {
+            verified.replay_key.as_deref()
+        };
 
         // During maintenance a fresh delivery is verified (signature,
         // timestamp, nonce) but not applied: it stays `received`, and the
         // retry worker applies it once maintenance ends.
         if fresh && self.maintenance.is_on() {
+            if let Some(refusal) = self.claim_alone(webhook_id, provider, claim).await? {
+                return Ok(Err(refusal));
+            }
             tracing::info!(%webhook_id, %provider, "webhook verified and kept for after maintenance");
             return Ok(Ok(Handled {
                 webhook_id,
@@ -275,6 +273,9 @@ impl Intake {
         let report = match adapter.parse(delivery.body) {
             Ok(report) => report,
             Err(error) => {
+                if let Some(refusal) = self.claim_alone(webhook_id, provider, claim).await? {
+                    return Ok(Err(refusal));
+                }
                 let reason = error.to_string();
                 tracing::warn!(%webhook_id, %provider, reason = %reason, "webhook body is malformed");
                 if records_refusal {
@@ -297,6 +298,9 @@ impl Intake {
         if let (Some(url_payout), Some(body_payout)) = (verified.payout_id, body_payout)
             && url_payout != body_payout
         {
+            if let Some(refusal) = self.claim_alone(webhook_id, provider, claim).await? {
+                return Ok(Err(refusal));
+            }
             let reason = format!(
                 "callback URL belongs to payout {url_payout}, but the body names {body_payout}"
             );
@@ -317,31 +321,32 @@ impl Intake {
         if let Some(payout_id) = payout_id {
             tracing::Span::current().record("payout_id", tracing::field::display(payout_id));
         }
-        let report_json = serde_json::to_value(&report).ok();
 
-        let (verdict, events, detail) = match self.confirm(provider, payout_id, &report).await {
-            Err(detail) => ("unconfirmed".to_owned(), Vec::new(), Some(detail)),
-            Ok(()) => {
-                let (applied, events) =
-                    apply_report(&self.store, payout_id, &report, metadata, dry_run).await?;
-                (applied.verdict().to_owned(), events, describe(&applied))
+        let confirmed = self.confirm(provider, payout_id, &report).await;
+        let settled = Settlement {
+            webhook_id,
+            provider,
+            claim,
+            payout_id,
+            report: &report,
+            unconfirmed: confirmed.as_ref().err().map(String::as_str),
+            replay_key: verified.replay_key.as_deref(),
+            metadata,
+            mode,
+            dry_run,
+        };
+        let target = target(payout_id, &report);
+        let result = match &target {
+            Ok((payout_id, _)) => {
+                retry_on_conflict(*payout_id, || self.settle(&settled, &target)).await?
             }
+            Err(_) => self.settle(&settled, &target).await?,
+        };
+        let (verdict, events, detail) = match result {
+            Ok(settled) => settled,
+            Err(refusal) => return Ok(Err(refusal)),
         };
         tracing::info!(%webhook_id, %provider, verdict = %verdict, events = ?events, "webhook processed");
-
-        // A replay that finds the report already applied keeps the
-        // delivery's first verdict, so `applied` stays searchable.
-        let keeps_first_verdict = mode == Mode::Replay && verdict == "duplicate";
-        if !dry_run && !keeps_first_verdict {
-            let update = VerdictUpdate {
-                verdict: &verdict,
-                reason: detail.as_deref(),
-                replay_key: verified.replay_key.as_deref(),
-                payout_id,
-                report: report_json,
-            };
-            webhooks::set_verdict(pool, webhook_id, &update).await?;
-        }
         Ok(Ok(Handled {
             webhook_id,
             verdict,
@@ -349,6 +354,132 @@ impl Intake {
             events,
             detail,
         }))
+    }
+
+    /// Claims `claim`, if any, in a transaction of its own. Returns the
+    /// refusal, already stored, when another delivery used the key.
+    async fn claim_alone(
+        &self,
+        webhook_id: Uuid,
+        provider: Provider,
+        claim: Option<&str>,
+    ) -> Result<Option<Refusal>, ApiError> {
+        let Some(replay_key) = claim else {
+            return Ok(None);
+        };
+        let pool = self.store.pool();
+        if webhooks::claim_replay_key(pool, provider.name(), replay_key, webhook_id).await? {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.reject_reused_key(webhook_id, provider, replay_key)
+                .await?,
+        ))
+    }
+
+    /// Stores the verdict of a delivery whose nonce or event id another
+    /// delivery used, and returns the refusal.
+    async fn reject_reused_key(
+        &self,
+        webhook_id: Uuid,
+        provider: Provider,
+        replay_key: &str,
+    ) -> Result<Refusal, ApiError> {
+        let reason = "nonce or webhook id was already used".to_owned();
+        tracing::warn!(%webhook_id, %provider, "webhook rejected: replayed nonce or event id");
+        let update = VerdictUpdate {
+            verdict: "rejected",
+            reason: Some(&reason),
+            replay_key: Some(replay_key),
+            payout_id: None,
+            report: None,
+        };
+        webhooks::set_verdict(self.store.pool(), webhook_id, &update).await?;
+        Ok(Refusal::Rejected { webhook_id, reason })
+    }
+
+    /// In one transaction: claims the delivery's nonce or event id, applies
+    /// its report when it is confirmed and names a payout, and stores the
+    /// verdict. A failure rolls back all three, so the delivery stays
+    /// `received` for the retry worker and its key stays free. Returns the
+    /// verdict, the event types written and the verdict's detail.
+    async fn settle(
+        &self,
+        settled: &Settlement<'_>,
+        target: &Result<(Uuid, PayoutStatus), Applied>,
+    ) -> Result<Result<Verdict, Refusal>, ApiError> {
+        let mut unit = self.store.begin().await?;
+        let decided = Self::decide_in(&mut unit, settled, target).await;
+        match decided {
+            Ok(Some(verdict)) if !settled.dry_run => {
+                unit.commit().await?;
+                Ok(Ok(verdict))
+            }
+            Ok(Some(verdict)) => {
+                release(unit).await;
+                Ok(Ok(verdict))
+            }
+            Ok(None) => {
+                release(unit).await;
+                let replay_key = settled.claim.unwrap_or_default();
+                let refusal = self
+                    .reject_reused_key(settled.webhook_id, settled.provider, replay_key)
+                    .await?;
+                Ok(Err(refusal))
+            }
+            // Rolled back now, so the payout's and the wallet's locks are
+            // free for the retry.
+            Err(error) => {
+                release(unit).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs the statements of [`Self::settle`] in `unit`. Returns `None`
+    /// when another delivery claimed the nonce or event id.
+    async fn decide_in(
+        unit: &mut UnitOfWork,
+        settled: &Settlement<'_>,
+        target: &Result<(Uuid, PayoutStatus), Applied>,
+    ) -> Result<Option<Verdict>, ApiError> {
+        let webhook_id = settled.webhook_id;
+        if let Some(replay_key) = settled.claim {
+            let connection = unit.connection().await?;
+            let provider = settled.provider.name();
+            if !webhooks::claim_replay_key(connection, provider, replay_key, webhook_id).await? {
+                return Ok(None);
+            }
+        }
+
+        let (verdict, events, detail) = match (settled.unconfirmed, target) {
+            (Some(detail), _) => (
+                "unconfirmed".to_owned(),
+                Vec::new(),
+                Some(detail.to_owned()),
+            ),
+            (None, Err(applied)) => (applied.verdict().to_owned(), Vec::new(), describe(applied)),
+            (None, Ok((payout_id, status))) => {
+                let (applied, events) =
+                    apply_in(unit, *payout_id, *status, settled.report, settled.metadata).await?;
+                (applied.verdict().to_owned(), events, describe(&applied))
+            }
+        };
+
+        // A replay that finds the report already applied keeps the
+        // delivery's first verdict, so `applied` stays searchable.
+        let keeps_first_verdict = settled.mode == Mode::Replay && verdict == "duplicate";
+        if !settled.dry_run && !keeps_first_verdict {
+            let update = VerdictUpdate {
+                verdict: &verdict,
+                reason: detail.as_deref(),
+                replay_key: settled.replay_key,
+                payout_id: settled.payout_id,
+                report: serde_json::to_value(settled.report).ok(),
+            };
+            webhooks::set_verdict(unit.connection().await?, webhook_id, &update).await?;
+        }
+        Ok(Some((verdict, events, detail)))
     }
 
     /// Confirms an unsigned MoMo report with MoMo's status endpoint; other
@@ -542,6 +673,27 @@ impl Intake {
 /// The stored headers of a delivery and its MoMo callback token, if any.
 fn stored_request(row: &webhooks::DeliveryRow) -> (Vec<(String, String)>, Option<String>) {
     (row.header_pairs(), momo_token_from_path(&row.path))
+}
+
+/// A delivery's verdict, the event types its report wrote and the
+/// verdict's detail.
+type Verdict = (String, Vec<String>, Option<String>);
+
+/// A verified and parsed delivery, ready for [`Intake::settle`].
+struct Settlement<'a> {
+    webhook_id: Uuid,
+    provider: Provider,
+    /// The nonce or event id to claim, if this mode claims one.
+    claim: Option<&'a str>,
+    payout_id: Option<Uuid>,
+    report: &'a Report,
+    /// Why MoMo's status endpoint did not confirm the report, if it did not.
+    unconfirmed: Option<&'a str>,
+    /// The nonce or event id stored with the verdict.
+    replay_key: Option<&'a str>,
+    metadata: &'a EventMetadata,
+    mode: Mode,
+    dry_run: bool,
 }
 
 /// Processing mode of a delivery.

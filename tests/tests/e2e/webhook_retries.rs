@@ -1,10 +1,15 @@
 //! Automatic retries of stored webhook deliveries that could not be applied.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nepxy_ledger::ids;
-use nepxy_tests::{TestApp, fast_retry_settings, payout_body, spawn_app, tmoney_report};
+use nepxy_tests::{
+    Caller, TestApp, fast_retry_settings, payout_body, spawn_app, tmoney_headers, tmoney_report,
+};
 use reqwest::StatusCode;
+
+const TMONEY_PATH: &str = "/v1/webhooks/tmoney";
 
 /// Longest wait for the retry worker in these tests.
 const RETRY_WAIT: Duration = Duration::from_secs(20);
@@ -35,6 +40,49 @@ async fn succeeded_events(app: &TestApp, payout_id: &str) -> i64 {
     .await
 }
 
+/// Starts the service with a funded client and one TMoney payout of 1,000
+/// XOF under `key`. Returns the payout id.
+async fn app_with_payout(key: &str) -> (TestApp, Caller, String) {
+    let app = spawn_app().await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let payout_id = app
+        .post_payout(&client, key, &payout_body(1_000, "tmoney"))
+        .await
+        .body["id"]
+        .as_str()
+        .expect("payout id")
+        .to_owned();
+    (app, client, payout_id)
+}
+
+/// Makes every event insert fail, as a database fault would.
+async fn fail_event_inserts(app: &TestApp) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_event_insert() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'simulated database failure'; END; $$; \
+         CREATE TRIGGER fail_event_insert BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION fail_event_insert();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("install the failing trigger");
+}
+
+async fn allow_event_inserts(app: &TestApp) {
+    sqlx::raw_sql("DROP TRIGGER fail_event_insert ON events; DROP FUNCTION fail_event_insert();")
+        .execute(&app.pool)
+        .await
+        .expect("remove the failing trigger");
+}
+
+async fn make_retry_due(app: &TestApp, webhook_id: &str) {
+    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
+        .bind(webhook_id)
+        .execute(&app.pool)
+        .await
+        .expect("make the retry due now");
+}
+
 #[tokio::test]
 async fn orphan_applied_when_payout_appears() {
     let app = spawn_app().await;
@@ -50,11 +98,7 @@ async fn orphan_applied_when_payout_appears() {
         .as_str()
         .expect("webhook id")
         .to_owned();
-    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
-        .bind(&webhook_id)
-        .execute(&app.pool)
-        .await
-        .expect("make the retry due now");
+    make_retry_due(&app, &webhook_id).await;
 
     let created = app
         .post_payout(&client, "late-payout", &payout_body(1_000, "tmoney"))
@@ -81,26 +125,9 @@ async fn orphan_applied_when_payout_appears() {
 
 #[tokio::test]
 async fn database_failure_retried_and_applied_once() {
-    let app = spawn_app().await;
-    let (_admin, client) = app.funded_client(10_000, "XOF").await;
-    let payout_id = app
-        .post_payout(&client, "db-failure", &payout_body(1_000, "tmoney"))
-        .await
-        .body["id"]
-        .as_str()
-        .expect("payout id")
-        .to_owned();
+    let (app, client, payout_id) = app_with_payout("db-failure").await;
 
-    // A trigger makes every event insert fail, as a database fault would.
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_event_insert() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN RAISE EXCEPTION 'simulated database failure'; END; $$; \
-         CREATE TRIGGER fail_event_insert BEFORE INSERT ON events \
-         FOR EACH ROW EXECUTE FUNCTION fail_event_insert();",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("install the failing trigger");
+    fail_event_inserts(&app).await;
 
     let reply = app
         .send_tmoney(&tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF"))
@@ -122,15 +149,8 @@ async fn database_failure_retried_and_applied_once() {
         "nothing applied while failing"
     );
 
-    sqlx::raw_sql("DROP TRIGGER fail_event_insert ON events; DROP FUNCTION fail_event_insert();")
-        .execute(&app.pool)
-        .await
-        .expect("remove the failing trigger");
-    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
-        .bind(&webhook_id)
-        .execute(&app.pool)
-        .await
-        .expect("make the retry due now");
+    allow_event_inserts(&app).await;
+    make_retry_due(&app, &webhook_id).await;
     let _retries = app.start_webhook_retries(fast_retry_settings(5));
 
     assert_eq!(
@@ -144,6 +164,112 @@ async fn database_failure_retried_and_applied_once() {
     );
     let (available, held) = app.balance_of(&client, client.client_id, "XOF").await;
     assert_eq!((available, held), (9_000, 0), "settled once");
+}
+
+/// The number of deliveries holding `nonce` as their TMoney replay key.
+async fn nonce_claims(app: &TestApp, nonce: &str, webhook_id: &str) -> (i64, i64) {
+    let all = app
+        .count(&format!(
+            "SELECT count(*) FROM webhook_replay_keys WHERE provider = 'tmoney' AND replay_key = '{nonce}'"
+        ))
+        .await;
+    let own = app
+        .count(&format!(
+            "SELECT count(*) FROM webhook_replay_keys WHERE provider = 'tmoney' \
+             AND replay_key = '{nonce}' AND webhook_id = '{webhook_id}'"
+        ))
+        .await;
+    (all, own)
+}
+
+#[tokio::test]
+async fn failed_application_frees_nonce_until_retry() {
+    let (app, _client, payout_id) = app_with_payout("nonce-retry").await;
+    fail_event_inserts(&app).await;
+
+    let body = tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF");
+    let headers = tmoney_headers(body.as_bytes());
+    let nonce = headers
+        .iter()
+        .find(|(name, _)| name == "x-nonce")
+        .map(|(_, value)| value.clone())
+        .expect("nonce header");
+    let reply = app
+        .send_webhook(TMONEY_PATH, &headers, body.clone().into_bytes())
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    assert_eq!(reply.body["verdict"], "received");
+    let webhook_id = reply.body["webhook_id"]
+        .as_str()
+        .expect("webhook id")
+        .to_owned();
+    // The claim rolled back with the failed application.
+    assert_eq!(
+        nonce_claims(&app, &nonce, &webhook_id).await,
+        (0, 0),
+        "nonce claimed by a delivery that was not applied"
+    );
+
+    allow_event_inserts(&app).await;
+    make_retry_due(&app, &webhook_id).await;
+    let _retries = app.start_webhook_retries(fast_retry_settings(5));
+    assert_eq!(
+        wait_for_verdict(&app, &webhook_id, "applied").await,
+        "applied"
+    );
+    assert_eq!(
+        nonce_claims(&app, &nonce, &webhook_id).await,
+        (1, 1),
+        "the retry claims the nonce for its delivery"
+    );
+
+    let resent = app
+        .send_webhook(TMONEY_PATH, &headers, body.into_bytes())
+        .await;
+    assert_eq!(
+        resent.status,
+        StatusCode::UNAUTHORIZED,
+        "the same nonce after the retry: {:?}",
+        resent.body
+    );
+    assert_eq!(succeeded_events(&app, &payout_id).await, 1, "applied once");
+}
+
+#[tokio::test]
+async fn same_nonce_at_once_applies_once() {
+    const SENDERS: usize = 12;
+    let (app, client, payout_id) = app_with_payout("nonce-storm").await;
+    let app = Arc::new(app);
+    let body = tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF");
+    let headers = tmoney_headers(body.as_bytes());
+
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..SENDERS {
+        let (app, headers, body) = (Arc::clone(&app), headers.clone(), body.clone());
+        sends.spawn(async move {
+            app.send_webhook(TMONEY_PATH, &headers, body.into_bytes())
+                .await
+        });
+    }
+    let replies = sends.join_all().await;
+
+    let applied = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::OK)
+        .count();
+    let rejected = replies
+        .iter()
+        .filter(|reply| reply.status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(applied, 1, "one delivery applied: {replies:?}");
+    assert_eq!(rejected, SENDERS - 1, "the others rejected: {replies:?}");
+    assert_eq!(succeeded_events(&app, &payout_id).await, 1, "applied once");
+    let (available, held) = app.balance_of(&client, client.client_id, "XOF").await;
+    assert_eq!((available, held), (9_000, 0), "settled once");
+    let stored = app
+        .count("SELECT count(*) FROM webhook_deliveries WHERE verdict = 'rejected'")
+        .await;
+    assert_eq!(stored, (SENDERS - 1) as i64, "every rejection is stored");
 }
 
 #[tokio::test]
@@ -161,11 +287,7 @@ async fn delivery_past_cap_is_dead_and_replayable() {
         .as_str()
         .expect("webhook id")
         .to_owned();
-    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
-        .bind(&webhook_id)
-        .execute(&app.pool)
-        .await
-        .expect("make the retry due now");
+    make_retry_due(&app, &webhook_id).await;
 
     let retries = app.start_webhook_retries(fast_retry_settings(2));
     assert_eq!(wait_for_verdict(&app, &webhook_id, "dead").await, "dead");
@@ -215,15 +337,7 @@ async fn delivery_past_cap_is_dead_and_replayable() {
 
 #[tokio::test]
 async fn rejected_signature_never_retried() {
-    let app = spawn_app().await;
-    let (_admin, client) = app.funded_client(10_000, "XOF").await;
-    let payout_id = app
-        .post_payout(&client, "forged", &payout_body(1_000, "tmoney"))
-        .await
-        .body["id"]
-        .as_str()
-        .expect("payout id")
-        .to_owned();
+    let (app, _client, payout_id) = app_with_payout("forged").await;
     let body = tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF");
     let mut headers = nepxy_tests::tmoney_headers(body.as_bytes());
     for (name, value) in &mut headers {
