@@ -567,6 +567,8 @@ async fn fold_payout_status_keeps_earlier_values() {
         // An event already applied changes nothing.
         status_write(payout_id, Some("succeeded"), Some("ref-old"), None, 4),
         status_write(payout_id, Some("submitted"), Some("ref-0"), None, 2),
+        // The last write keeps every value it does not name.
+        status_write(payout_id, None, None, None, 5),
         Write::DispatchState {
             payout_id,
             state: "done",
@@ -587,6 +589,7 @@ async fn fold_hold_settles_with_provider() {
         hold_write(&wallet_id, payout_id, 1_000, "settled", Some("tmoney"), 3),
         // The amount never changes, and a NULL provider keeps the stored one.
         hold_write(&wallet_id, payout_id, 9_999, "refunded", None, 4),
+        hold_write(&wallet_id, payout_id, 1_000, "held", Some("momo"), 3),
         hold_write(&wallet_id, other_payout, 700, "held", None, 5),
         hold_write(&wallet_id, other_payout, 700, "released", None, 6),
     ];
