@@ -96,11 +96,8 @@ impl CopyBatch {
             self.table.columns()
         );
         let mut copy = conn.copy_in_raw(&statement).await?;
-        if let Err(error) = copy.send(self.data.as_slice()).await {
-            // The connection stays usable only once the COPY has ended.
-            let _ = copy.abort("sending the rows failed").await;
-            return Err(error.into());
-        }
+        // On an error, dropping `copy` ends the COPY with CopyFail.
+        copy.send(self.data.as_slice()).await?;
         Ok(copy.finish().await?)
     }
 }

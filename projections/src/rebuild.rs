@@ -378,8 +378,8 @@ async fn send_batches(
         return Ok(());
     }
     sender.send(batches).await.map_err(|_| {
-        // The loader returns the error that stopped it, and the caller
-        // reports that one.
+        // The receiver is dropped only when the loader fails, and
+        // `rebuild` returns the loader's error instead of this one.
         ProjectionError::Corrupt("the COPY connection stopped loading rows".to_owned())
     })
 }
