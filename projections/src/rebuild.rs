@@ -384,20 +384,22 @@ async fn send_batches(
     })
 }
 
-/// Loads every batch received into the shadow tables, in order, in one
-/// transaction, so that the rows need one WAL flush instead of one per COPY.
-/// Returns the connection once the transaction has committed.
+/// Loads every batch received into the shadow tables, in order, with one
+/// transaction per message. A transaction kept open for the whole load
+/// would hold back the horizon of the event feed, so the audit feed and the
+/// catch-up projector would stop until the rebuild ended.
+/// Returns the connection once the last transaction has committed.
 async fn load_batches(
     mut conn: PoolConnection<Postgres>,
     mut receiver: mpsc::Receiver<Vec<CopyBatch>>,
 ) -> Result<PoolConnection<Postgres>, ProjectionError> {
-    let mut tx = conn.begin().await?;
     while let Some(batches) = receiver.recv().await {
+        let mut tx = conn.begin().await?;
         for batch in batches {
             batch.copy_into(&mut tx, SHADOW).await?;
         }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(conn)
 }
 
