@@ -4,10 +4,14 @@
 //! read-model tables, and [`writes`] sends them in one round trip inside the
 //! caller's transaction; every write is guarded by the event's
 //! (aggregate id, sequence), so applying an event twice changes nothing.
+//! [`rebuild`] replays every event into shadow tables: [`fold`] applies the
+//! same writes in memory, and [`copy_text`] loads the rows with COPY.
 //! [`queries`] reads those tables for the API.
 
 pub mod catchup;
+pub mod copy_text;
 pub mod feed;
+pub mod fold;
 pub mod queries;
 pub mod rebuild;
 pub mod record;

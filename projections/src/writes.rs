@@ -155,6 +155,11 @@ impl Writes {
         self.items.push(write);
     }
 
+    /// Removes the writes and returns them in order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Write> {
+        self.items.drain(..)
+    }
+
     /// Runs every write in order in one round trip and empties the list. A
     /// failing write fails the call with PostgreSQL's error and leaves the
     /// caller's transaction aborted.
