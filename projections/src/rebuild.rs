@@ -41,6 +41,23 @@ const PAGE_SIZE: i64 = 10_000;
 /// Bytes of COPY rows collected before they are sent to the loading
 /// connection. One COPY statement per table and batch costs a round trip.
 const BATCH_BYTES: usize = 1 << 20;
+
+/// How a rebuild splits its work: events read per query and bytes of COPY
+/// rows per loaded batch. [`Chunks::default`] is what `rebuild` uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunks {
+    pub page_events: i64,
+    pub batch_bytes: usize,
+}
+
+impl Default for Chunks {
+    fn default() -> Chunks {
+        Chunks {
+            page_events: PAGE_SIZE,
+            batch_bytes: BATCH_BYTES,
+        }
+    }
+}
 /// Batches waiting for the loading connection, which bounds the memory when
 /// loading is slower than folding.
 const QUEUED_BATCHES: usize = 4;
@@ -269,6 +286,16 @@ pub(crate) async fn project_all(
 pub async fn rebuild(
     pool: &PgPool,
     tables: &[&'static str],
+    progress: impl FnMut(u64, u64),
+) -> Result<u64, ProjectionError> {
+    rebuild_in_chunks(pool, tables, Chunks::default(), progress).await
+}
+
+/// Runs [`rebuild`] with the page and batch sizes of `chunks`.
+pub async fn rebuild_in_chunks(
+    pool: &PgPool,
+    tables: &[&'static str],
+    chunks: Chunks,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, ProjectionError> {
     let mut reader = pool.acquire().await?;
@@ -293,7 +320,7 @@ pub async fn rebuild(
     let writer = pool.acquire().await?;
     let (sender, receiver) = mpsc::channel(QUEUED_BATCHES);
     let loading = tokio::spawn(load_batches(writer, receiver));
-    let folded = fold_events(&mut reader, &sender, |folded| {
+    let folded = fold_events(&mut reader, &sender, chunks, |folded| {
         progress(folded, total as u64)
     })
     .await;
@@ -316,6 +343,7 @@ pub async fn rebuild(
 async fn fold_events(
     conn: &mut PgConnection,
     sender: &mpsc::Sender<Vec<CopyBatch>>,
+    chunks: Chunks,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, ProjectionError> {
     let mut fold = Fold::new();
@@ -336,7 +364,7 @@ async fn fold_events(
         .bind(&after.0)
         .bind(&after.1)
         .bind(after.2)
-        .bind(PAGE_SIZE)
+        .bind(chunks.page_events)
         .fetch(&mut *conn);
         let mut page_rows = 0;
         while let Some(event) = events.try_next().await? {
@@ -352,13 +380,13 @@ async fn fold_events(
             for write in writes.drain() {
                 fold.apply(write)?;
             }
-            if fold.buffered_bytes() >= BATCH_BYTES {
+            if fold.buffered_bytes() >= chunks.batch_bytes {
                 send_batches(sender, fold.take_batches()).await?;
                 progress(folded);
             }
         }
         drop(events);
-        if page_rows < PAGE_SIZE {
+        if page_rows < chunks.page_events {
             break;
         }
         after.0.clone_from(&aggregate.0);

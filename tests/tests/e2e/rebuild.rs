@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
 use nepxy_projections::fold::Fold;
-use nepxy_projections::rebuild::READ_MODELS;
+use nepxy_projections::rebuild::{Chunks, READ_MODELS, compare, drop_shadow, rebuild_in_chunks};
 use nepxy_projections::writes::Posting;
 use nepxy_projections::{ProjectionError, Write, Writes};
 use nepxy_tests::{TestApp, binary_path, fresh_database, payout_body, spawn_app, tmoney_report};
@@ -77,6 +77,40 @@ async fn rebuild_matches_live_tables() {
         .await
         .expect("schema lookup");
     assert!(!shadow, "the shadow tables are dropped afterwards");
+}
+
+#[tokio::test]
+async fn small_pages_and_batches_match() {
+    let (app, _client) = app_with_history().await;
+    // Two events per page splits aggregates across pages, and one byte per
+    // batch makes every event's rows a batch and a transaction of their own.
+    let chunks = Chunks {
+        page_events: 2,
+        batch_bytes: 1,
+    };
+    let mut reports = 0;
+    let folded = rebuild_in_chunks(&app.pool, &READ_MODELS, chunks, |_, _| reports += 1)
+        .await
+        .expect("rebuild in small chunks");
+    assert_eq!(folded, 9, "every event with read models is folded");
+    assert!(reports >= 9, "progress after every batch: {reports}");
+
+    let diffs = compare(&app.pool, &READ_MODELS).await.expect("compare");
+    for diff in diffs {
+        assert_eq!(
+            diff.only_live_count, 0,
+            "{}: rows missing from the rebuild: {:?}",
+            diff.table, diff.only_live
+        );
+        assert_eq!(
+            diff.only_rebuilt_count, 0,
+            "{}: rows only in the rebuild: {:?}",
+            diff.table, diff.only_rebuilt
+        );
+    }
+    drop_shadow(&app.pool)
+        .await
+        .expect("drop the shadow tables");
 }
 
 #[tokio::test]
