@@ -42,7 +42,7 @@ const PAGE_SIZE: i64 = 10_000;
 /// connection. One COPY statement per table and batch costs a round trip.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// How a rebuild splits its work: events read per query and bytes of COPY
+/// The chunk sizes of a rebuild: events read per query and bytes of COPY
 /// rows per loaded batch. [`Chunks::default`] is what `rebuild` uses.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunks {
