@@ -30,7 +30,7 @@ impl Table {
         Table::WalletDeposits,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Table::Payouts => "payouts",
             Table::WalletBalances => "wallet_balances",

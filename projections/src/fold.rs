@@ -11,11 +11,11 @@
 //! the row valid again. The outbox writes are skipped, because a rebuild
 //! never compares or swaps the outboxes.
 //!
-//! Memory stays bounded by the largest aggregate: every key of `payouts`,
+//! Memory stays bounded by the largest aggregate. Every key of `payouts`,
 //! `wallet_holds`, `event_history`, `journal_postings` and `wallet_deposits`
-//! belongs to the aggregate whose events write it (the payout id is the
-//! Payout aggregate's id, `wallet_id` the Wallet aggregate's), so the fold
-//! keeps those keys only until [`Fold::end_aggregate`]. Balances are one row
+//! belongs to the aggregate whose events write it, because the payout id is
+//! the Payout aggregate's id and `wallet_id` the Wallet aggregate's. So the
+//! fold keeps those keys only until [`Fold::end_aggregate`]. Balances are one row
 //! per wallet and are kept until [`Fold::finish`].
 
 use std::collections::hash_map::Entry;
@@ -401,9 +401,10 @@ impl Fold {
     }
 
     /// Ends the current aggregate: its `payouts` and `wallet_holds` rows
-    /// become final, and the keys kept to skip repeated rows are forgotten. Call it after
-    /// the last write of each aggregate. A key repeated in a later aggregate
-    /// reaches the COPY twice, where the table's primary key rejects it.
+    /// become final, and the keys kept to skip repeated rows are forgotten.
+    /// Call it after the last write of each aggregate. A key repeated in a
+    /// later aggregate reaches the table twice, so the rebuild fails when it
+    /// adds the table's primary key after the load.
     pub fn end_aggregate(&mut self) {
         let payouts = std::mem::take(&mut self.payouts);
         for payout in payouts.into_values() {

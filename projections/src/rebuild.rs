@@ -14,21 +14,23 @@ use sqlx::{Connection, FromRow, PgConnection, PgPool, Postgres};
 use tokio::sync::mpsc;
 
 use crate::ProjectionError;
-use crate::copy_text::CopyBatch;
+use crate::copy_text::{CopyBatch, Table};
 use crate::fold::Fold;
 use crate::record::EventRecord;
 use crate::views::Projected;
 use crate::writes::Writes;
 
-/// Read models compared and swapped by a rebuild.
-pub const READ_MODELS: [&str; 6] = [
-    "payouts",
-    "wallet_balances",
-    "journal_postings",
-    "event_history",
-    "wallet_holds",
-    "wallet_deposits",
-];
+/// Read models compared and swapped by a rebuild: the tables that the fold
+/// fills.
+pub const READ_MODELS: [&str; Table::ALL.len()] = {
+    let mut names = [""; Table::ALL.len()];
+    let mut index = 0;
+    while index < names.len() {
+        names[index] = Table::ALL[index].name();
+        index += 1;
+    }
+    names
+};
 /// Outboxes that the projections also write: shadowed so that a rebuild
 /// never touches the live ones, but neither compared nor swapped.
 const OUTBOXES: [&str; 2] = ["dispatch_queue", "notifications"];
@@ -41,6 +43,11 @@ const PAGE_SIZE: i64 = 10_000;
 /// Bytes of COPY rows collected before they are sent to the loading
 /// connection. One COPY statement per table and batch costs a round trip.
 const BATCH_BYTES: usize = 1 << 20;
+/// Batches waiting for the loading connection, which bounds the memory when
+/// loading is slower than folding.
+const QUEUED_BATCHES: usize = 4;
+/// Differences printed per table.
+pub const MAX_DIFFERENCES_SHOWN: i64 = 20;
 
 /// The chunk sizes of a rebuild: events read per query and bytes of COPY
 /// rows per loaded batch. [`Chunks::default`] is what `rebuild` uses.
@@ -58,11 +65,6 @@ impl Default for Chunks {
         }
     }
 }
-/// Batches waiting for the loading connection, which bounds the memory when
-/// loading is slower than folding.
-const QUEUED_BATCHES: usize = 4;
-/// Differences printed per table.
-pub const MAX_DIFFERENCES_SHOWN: i64 = 20;
 
 #[derive(FromRow)]
 pub(crate) struct StoredEvent {

@@ -54,9 +54,9 @@ impl Applied {
     }
 }
 
-/// The payout a report is about and the status it reports, or the outcome
-/// when there is nothing to apply: a report without a payout id is an
-/// orphan, and one that reports the payout in progress changes nothing.
+/// Returns the payout a report is about and the status it reports, or the
+/// outcome when there is nothing to apply. A report without a payout id is
+/// an orphan, and one that reports the payout in progress changes nothing.
 pub fn target(payout_id: Option<Uuid>, report: &Report) -> Result<(Uuid, PayoutStatus), Applied> {
     let Some(payout_id) = payout_id.or_else(|| Uuid::parse_str(&report.external_ref).ok()) else {
         return Err(Applied::Orphan);

@@ -243,10 +243,10 @@ impl Intake {
         };
 
         // A fresh delivery and an automatic retry claim the nonce or event
-        // id, but an operator's replay does not. The happy path claims it in the
-        // transaction that applies the report, and every refusal before
-        // that claims it on its own first, so a reused key is reported as
-        // such whatever else is wrong with the delivery.
+        // id, but an operator's replay does not. The happy path claims it in
+        // the transaction that applies the report. Every refusal before that
+        // claims it on its own first, so a reused key is reported as such
+        // whatever else is wrong with the delivery.
         let claim = if mode == Mode::Replay {
             None
         } else {
@@ -687,7 +687,8 @@ struct Settlement<'a> {
     claim: Option<&'a str>,
     payout_id: Option<Uuid>,
     report: &'a Report,
-    /// Why MoMo's status endpoint did not confirm the report, if it did not.
+    /// The reason MoMo's status endpoint did not confirm the report, if it
+    /// did not.
     unconfirmed: Option<&'a str>,
     /// The nonce or event id stored with the verdict.
     replay_key: Option<&'a str>,

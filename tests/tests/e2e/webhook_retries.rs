@@ -166,7 +166,8 @@ async fn database_failure_retried_and_applied_once() {
     assert_eq!((available, held), (9_000, 0), "settled once");
 }
 
-/// The number of deliveries holding `nonce` as their TMoney replay key.
+/// Counts the claims of `nonce` as a TMoney replay key: all of them, and
+/// those of delivery `webhook_id`.
 async fn nonce_claims(app: &TestApp, nonce: &str, webhook_id: &str) -> (i64, i64) {
     let all = app
         .count(&format!(
