@@ -80,6 +80,16 @@ pub fn msisdn(raw: &str, field: &str) -> Result<Msisdn, ApiError> {
     })
 }
 
+/// Checks that `provider` can pay `msisdn`, which came from `field`.
+pub fn payable_by(provider: Provider, msisdn: &Msisdn, field: &str) -> Result<(), ApiError> {
+    provider.check_recipient(msisdn).map_err(|error| {
+        ApiError::validation(
+            field,
+            format!("{field} is invalid for provider {provider}: {error}"),
+        )
+    })
+}
+
 /// Optional free text: trimmed, non-empty, bounded, without control characters.
 pub fn text(
     raw: Option<String>,

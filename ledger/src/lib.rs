@@ -26,5 +26,5 @@ pub use money::{Currency, Money, MoneyError};
 pub use msisdn::{Msisdn, MsisdnError};
 pub use payout::{Payout, PayoutCommand, PayoutError, PayoutEvent, PayoutStatus};
 pub use posting::{Account, JournalEntry, Posting};
-pub use provider::Provider;
+pub use provider::{Provider, RecipientError};
 pub use wallet::{Wallet, WalletCommand, WalletError, WalletEvent};

@@ -43,7 +43,8 @@ pub struct PayoutBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientBody {
-    /// E.164 number, e.g. +22890123456.
+    /// E.164 number, e.g. +22890123456. tmoney takes only Togolese numbers:
+    /// +228 followed by 8 digits.
     #[schema(required = true)]
     msisdn: Option<String>,
     name: Option<String>,
@@ -60,6 +61,7 @@ impl PayoutBody {
             &input::required(recipient.msisdn, "recipient.msisdn")?,
             "recipient.msisdn",
         )?;
+        input::payable_by(provider, &msisdn, "recipient.msisdn")?;
         Ok(NewPayout {
             money,
             provider,

@@ -26,6 +26,14 @@ fn body_with(path: &str, value: Option<Value>) -> Value {
     body
 }
 
+/// Returns `body_with(path, value)` paid through Thunes, which takes numbers
+/// of any country.
+fn thunes_body_with(path: &str, value: Option<Value>) -> Value {
+    let mut body = body_with(path, value);
+    body["provider"] = json!("thunes");
+    body
+}
+
 /// Asserts that nothing but the initial deposit is stored.
 async fn assert_nothing_stored(app: &TestApp, case: &str) {
     let payouts = app.count("SELECT count(*) FROM payouts").await;
@@ -132,6 +140,21 @@ async fn invalid_fields_name_the_field() {
             "recipient.msisdn",
         ),
         (
+            "tmoney to a number of Benin",
+            body_with("recipient.msisdn", Some(json!("+22990123456"))),
+            "recipient.msisdn",
+        ),
+        (
+            "tmoney to a Togolese number of 7 digits",
+            body_with("recipient.msisdn", Some(json!("+2289012345"))),
+            "recipient.msisdn",
+        ),
+        (
+            "tmoney to a Togolese number of 9 digits",
+            body_with("recipient.msisdn", Some(json!("+228901234567"))),
+            "recipient.msisdn",
+        ),
+        (
             "unknown provider",
             body_with("provider", Some(json!("paypal"))),
             "provider",
@@ -200,6 +223,37 @@ async fn invalid_fields_name_the_field() {
 }
 
 #[tokio::test]
+async fn tmoney_outside_togo_names_fix() {
+    let (app, client) = funded_app(&[]).await;
+    let body = body_with("recipient.msisdn", Some(json!("+22990123456")));
+    let reply = app.post_payout(&client, "benin-by-tmoney", &body).await;
+    assert_problem(
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/validation-error",
+        "tmoney to Benin",
+    );
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    for needed in ["recipient.msisdn", "tmoney", "+228", "thunes"] {
+        assert!(
+            detail.contains(needed),
+            "detail lacks {needed:?}: {detail:?}"
+        );
+    }
+    assert!(
+        !detail.contains("+22990123456"),
+        "detail repeats the number: {detail:?}"
+    );
+    assert_nothing_stored(&app, "after tmoney to Benin").await;
+
+    // The same body through Thunes is accepted.
+    let body = thunes_body_with("recipient.msisdn", Some(json!("+22990123456")));
+    let reply = app.post_payout(&client, "benin-by-thunes", &body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    assert_eq!(reply.body["recipient"]["country_code"], 229);
+}
+
+#[tokio::test]
 async fn boundary_values_are_accepted() {
     let app = spawn_app().await;
     let (admin, client) = app.funded_client(1_000_000_000, "XOF").await;
@@ -229,14 +283,14 @@ async fn boundary_values_are_accepted() {
             json!(1_000_000_000),
         ),
         (
-            "msisdn of 8 digits",
-            body_with("recipient.msisdn", Some(json!("+22890123"))),
+            "msisdn of 8 digits, through thunes",
+            thunes_body_with("recipient.msisdn", Some(json!("+22890123"))),
             "recipient",
             json!({ "msisdn": "+22890123", "name": "Kossi Mensah", "country_code": 228 }),
         ),
         (
-            "msisdn of 15 digits",
-            body_with("recipient.msisdn", Some(json!("+228901234567890"))),
+            "msisdn of 15 digits, through thunes",
+            thunes_body_with("recipient.msisdn", Some(json!("+228901234567890"))),
             "recipient",
             json!({ "msisdn": "+228901234567890", "name": "Kossi Mensah", "country_code": 228 }),
         ),
@@ -281,6 +335,12 @@ async fn boundary_values_are_accepted() {
             body_with("provider", Some(json!("momo"))),
             "provider",
             json!("momo"),
+        ),
+        (
+            "number of Ghana through thunes",
+            thunes_body_with("recipient.msisdn", Some(json!("+233241234567"))),
+            "recipient",
+            json!({ "msisdn": "+233241234567", "name": "Kossi Mensah", "country_code": 233 }),
         ),
     ];
     for (index, (case, body, field, expected)) in cases.iter().enumerate() {
