@@ -95,6 +95,13 @@ impl Dispatcher {
     /// Runs rounds until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         tracing::info!(providers = ?self.providers.keys().collect::<Vec<_>>(), "dispatcher started");
+        let unconfigured: Vec<Provider> = Provider::ALL
+            .into_iter()
+            .filter(|provider| !self.providers.contains_key(provider))
+            .collect();
+        if !unconfigured.is_empty() {
+            tracing::warn!(providers = ?unconfigured, "providers not configured, so their payouts wait in the queue until a dispatcher that has them runs");
+        }
         tokio::pin!(shutdown);
         loop {
             let claimed = match self.round().await {
@@ -119,17 +126,21 @@ impl Dispatcher {
     /// Claims the due payouts and handles them concurrently. Returns how
     /// many were claimed.
     pub async fn round(&self) -> Result<usize, ApiError> {
-        let disabled: Vec<String> = self
-            .switches
-            .disabled()
-            .iter()
+        // Payouts of a provider that is switched off or not configured here
+        // stay in the queue unleased, so each round costs them nothing.
+        let switched_off = self.switches.disabled();
+        let skipped: Vec<String> = Provider::ALL
+            .into_iter()
+            .filter(|provider| {
+                switched_off.contains(provider) || !self.providers.contains_key(provider)
+            })
             .map(|provider| provider.name().to_owned())
             .collect();
         let rows = dispatch::claim(
             self.store.pool(),
             self.settings.batch_size,
             self.settings.lease.as_secs() as i64,
-            &disabled,
+            &skipped,
         )
         .await?;
         let claimed = rows.len();
@@ -159,8 +170,8 @@ impl Dispatcher {
             ))
         })?;
         let Some(client) = self.providers.get(&provider).cloned() else {
-            // Not configured here: try again later, in case another instance
-            // or a restart with the variables set can send it.
+            // round() does not claim these rows. If one comes here anyway,
+            // it waits for an instance or a restart that has the provider.
             tracing::warn!(payout_id = %row.payout_id, %provider, "provider not configured; payout waits");
             let next = Utc::now() + self.settings.max_requeue_wait;
             dispatch::reschedule(

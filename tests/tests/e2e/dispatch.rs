@@ -321,6 +321,53 @@ async fn disabled_provider_rejects_then_resumes() {
 }
 
 #[tokio::test]
+async fn unconfigured_provider_rows_stay_unleased() {
+    let (app, sandbox) = spawn_app_with_sandbox(&[]).await;
+    let (_admin, client) = app.funded_client(10_000, "XOF").await;
+    let waiting = pay(&app, &client, "thunes-waits", "thunes", "+22890000000").await;
+    let sent = pay(&app, &client, "tmoney-goes", "tmoney", "+22890000000").await;
+    let queue_row = |payout_id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, bool, Option<String>, String)>(
+                "SELECT state, attempts, lease_until IS NULL, last_error, next_attempt_at::text \
+                 FROM dispatch_queue WHERE payout_id = $1::uuid",
+            )
+            .bind(payout_id)
+            .fetch_one(&pool)
+            .await
+            .expect("queue row")
+        }
+    };
+    let before = queue_row(waiting.clone()).await;
+
+    // A dispatcher of an instance that has no Thunes settings.
+    let mut partial = app.state.dispatcher(fast_dispatch_settings());
+    partial.providers.remove(&Provider::Thunes);
+    let claimed = partial.round().await.expect("round");
+    assert_eq!(claimed, 1, "only the tmoney payout is claimed");
+    let claimed = partial.round().await.expect("second round");
+    assert_eq!(claimed, 0, "the thunes payout is never claimed");
+
+    let after = queue_row(waiting.clone()).await;
+    assert_eq!(after, before, "the thunes row is left as it was");
+    assert_eq!(after.0, "ready", "state");
+    assert_eq!(after.1, 0, "attempts");
+    assert!(after.2, "no lease");
+    assert_eq!(after.3, None, "last_error");
+    let tmoney = queue_row(sent.clone()).await;
+    assert_ne!(tmoney.0, "ready", "the tmoney payout went out: {tmoney:?}");
+
+    // An instance that has Thunes sends the waiting payout.
+    let _dispatcher = app.start_dispatcher(fast_dispatch_settings());
+    let payout = app
+        .wait_for_status(&client, &waiting, &FINAL, FINAL_STATUS_WAIT)
+        .await;
+    assert_eq!(payout["status"], "succeeded", "{payout}");
+    sandbox.stop().await;
+}
+
+#[tokio::test]
 async fn timeout_then_success_pays_once() {
     // The sandbox answers ...02 after 3 s; with a 1 s client timeout the
     // first submission times out although the provider took the transfer.
