@@ -15,7 +15,7 @@
 #      (127.0.0.1 unless BIND_ADDRESS is set, so the demo service with its
 #      fresh admin is not reachable from other hosts), its
 #      providers pointed at the sandbox, and writes its log to
-#      target/run/<time>/nepxy-api.log.
+#      target/run/<time>-<pid>/nepxy-api.log.
 #   5. Runs target/debug/nepxy-scenario against http://127.0.0.1:$PORT; the
 #      payouts go to the sandbox and come back by webhook as succeeded or
 #      failed.
@@ -33,6 +33,7 @@
 #   PORT                    Port of the service (default 8001).
 #   SANDBOX_PORT            Port of the provider sandbox (default 18090).
 #   DATABASE_URL            Use this database instead of the private cluster.
+#   NEPXY_PG_PORT           Port of the private cluster (default 55432).
 #   JWT_SECRET              Token signing key. A random one is generated when
 #                           unset, and it is never printed.
 #   BOOTSTRAP_ADMIN_SECRET  X-Bootstrap-Secret value that creates the first
@@ -40,7 +41,7 @@
 #   LOG_FORMAT              text (default) or json, passed to the service.
 #
 # The admin's and the client's POST /v1/auth/token bodies, with their
-# secrets, are written to target/run/<time>/ (mode 0600) so that the curl
+# secrets, are written to target/run/<time>-<pid>/ (mode 0600) so that the curl
 # commands printed at the end work.
 #
 # NOTE: when another run shares the private cluster, the run that started it
