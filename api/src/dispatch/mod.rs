@@ -95,10 +95,7 @@ impl Dispatcher {
     /// Runs rounds until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         tracing::info!(providers = ?self.providers.keys().collect::<Vec<_>>(), "dispatcher started");
-        let unconfigured: Vec<Provider> = Provider::ALL
-            .into_iter()
-            .filter(|provider| !self.providers.contains_key(provider))
-            .collect();
+        let unconfigured: Vec<Provider> = self.unconfigured().collect();
         if !unconfigured.is_empty() {
             tracing::warn!(providers = ?unconfigured, "providers not configured, so their payouts wait in the queue until a dispatcher that has them runs");
         }
@@ -123,17 +120,23 @@ impl Dispatcher {
         tracing::info!("dispatcher stopped");
     }
 
+    /// Returns the providers that have no settings in this process.
+    fn unconfigured(&self) -> impl Iterator<Item = Provider> + '_ {
+        Provider::ALL
+            .into_iter()
+            .filter(|provider| !self.providers.contains_key(provider))
+    }
+
     /// Claims the due payouts and handles them concurrently. Returns how
     /// many were claimed.
     pub async fn round(&self) -> Result<usize, ApiError> {
         // Payouts of a provider that is switched off or not configured here
         // stay in the queue unleased, so each round costs them nothing.
-        let switched_off = self.switches.disabled();
-        let skipped: Vec<String> = Provider::ALL
+        let skipped: Vec<String> = self
+            .switches
+            .disabled()
             .into_iter()
-            .filter(|provider| {
-                switched_off.contains(provider) || !self.providers.contains_key(provider)
-            })
+            .chain(self.unconfigured())
             .map(|provider| provider.name().to_owned())
             .collect();
         let rows = dispatch::claim(
@@ -169,21 +172,13 @@ impl Dispatcher {
                 row.payout_id
             ))
         })?;
-        let Some(client) = self.providers.get(&provider).cloned() else {
-            // round() does not claim these rows. If one comes here anyway,
-            // it waits for an instance or a restart that has the provider.
-            tracing::warn!(payout_id = %row.payout_id, %provider, "provider not configured; payout waits");
-            let next = Utc::now() + self.settings.max_requeue_wait;
-            dispatch::reschedule(
-                self.store.pool(),
-                row.payout_id,
-                row.attempts,
-                next,
-                Some("provider not configured"),
-            )
-            .await?;
-            return Ok(());
-        };
+        // round() claims only rows of configured providers.
+        let client = self.providers.get(&provider).cloned().ok_or_else(|| {
+            ApiError::Internal(format!(
+                "queue row of {} was claimed for provider {provider}, which is not configured",
+                row.payout_id
+            ))
+        })?;
         match row.state.as_str() {
             "ready" => self.submit(&row, provider, client.as_ref()).await,
             "submitted" => self.poll(&row, provider, client.as_ref()).await,

@@ -320,26 +320,26 @@ async fn disabled_provider_rejects_then_resumes() {
     sandbox.stop().await;
 }
 
+/// Reads a payout's dispatch_queue row: state, attempts, whether it has no
+/// lease, last_error and next_attempt_at.
+async fn queue_row(app: &TestApp, payout_id: &str) -> (String, i32, bool, Option<String>, String) {
+    sqlx::query_as(
+        "SELECT state, attempts, lease_until IS NULL, last_error, next_attempt_at::text \
+         FROM dispatch_queue WHERE payout_id = $1::uuid",
+    )
+    .bind(payout_id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("queue row")
+}
+
 #[tokio::test]
 async fn unconfigured_provider_rows_stay_unleased() {
     let (app, sandbox) = spawn_app_with_sandbox(&[]).await;
     let (_admin, client) = app.funded_client(10_000, "XOF").await;
     let waiting = pay(&app, &client, "thunes-waits", "thunes", "+22890000000").await;
     let sent = pay(&app, &client, "tmoney-goes", "tmoney", "+22890000000").await;
-    let queue_row = |payout_id: String| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, i32, bool, Option<String>, String)>(
-                "SELECT state, attempts, lease_until IS NULL, last_error, next_attempt_at::text \
-                 FROM dispatch_queue WHERE payout_id = $1::uuid",
-            )
-            .bind(payout_id)
-            .fetch_one(&pool)
-            .await
-            .expect("queue row")
-        }
-    };
-    let before = queue_row(waiting.clone()).await;
+    let before = queue_row(&app, &waiting).await;
 
     // A dispatcher of an instance that has no Thunes settings.
     let mut partial = app.state.dispatcher(fast_dispatch_settings());
@@ -349,13 +349,13 @@ async fn unconfigured_provider_rows_stay_unleased() {
     let claimed = partial.round().await.expect("second round");
     assert_eq!(claimed, 0, "the thunes payout is never claimed");
 
-    let after = queue_row(waiting.clone()).await;
+    let after = queue_row(&app, &waiting).await;
     assert_eq!(after, before, "the thunes row is left as it was");
     assert_eq!(after.0, "ready", "state");
     assert_eq!(after.1, 0, "attempts");
     assert!(after.2, "no lease");
     assert_eq!(after.3, None, "last_error");
-    let tmoney = queue_row(sent.clone()).await;
+    let tmoney = queue_row(&app, &sent).await;
     assert_ne!(tmoney.0, "ready", "the tmoney payout went out: {tmoney:?}");
 
     // An instance that has Thunes sends the waiting payout.
