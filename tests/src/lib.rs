@@ -1120,6 +1120,15 @@ pub fn fast_retry_settings(max_attempts: i32) -> nepxy_api::webhooks::retry::Set
 }
 
 impl TestApp {
+    /// Makes a stored delivery due for its next automatic retry now.
+    pub async fn make_retry_due(&self, webhook_id: Uuid) {
+        sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1")
+            .bind(webhook_id)
+            .execute(&self.pool)
+            .await
+            .expect("make the retry due now");
+    }
+
     /// Starts the webhook retry worker; it stops when the sender is dropped.
     pub fn start_webhook_retries(
         &self,

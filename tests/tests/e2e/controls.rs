@@ -1308,14 +1308,6 @@ async fn wait_for_verdict(app: &TestApp, webhook_id: Uuid, expected: &str) -> St
     }
 }
 
-async fn make_retry_due(app: &TestApp, webhook_id: Uuid) {
-    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1")
-        .bind(webhook_id)
-        .execute(&app.pool)
-        .await
-        .expect("make the retry due now");
-}
-
 #[tokio::test]
 async fn maintenance_stores_webhooks_and_applies_later() {
     let app = spawn_app().await;
@@ -1353,7 +1345,7 @@ async fn maintenance_stores_webhooks_and_applies_later() {
     );
 
     // The retry worker skips its rounds while maintenance is on.
-    make_retry_due(&app, webhook_id).await;
+    app.make_retry_due(webhook_id).await;
     let worker = RetryWorker {
         intake: app.state.intake.clone(),
         settings: fast_retry_settings(5),
@@ -1368,7 +1360,7 @@ async fn maintenance_stores_webhooks_and_applies_later() {
     assert_eq!(attempts, 0, "no retry attempt spent during maintenance");
 
     app.state.maintenance.set(false);
-    make_retry_due(&app, webhook_id).await;
+    app.make_retry_due(webhook_id).await;
     let _retries = app.start_webhook_retries(fast_retry_settings(5));
     assert_eq!(
         wait_for_verdict(&app, webhook_id, "applied").await,

@@ -6,23 +6,25 @@ use std::time::Duration;
 use nepxy_ledger::ids;
 use nepxy_tests::{
     Caller, TestApp, fast_retry_settings, payout_body, spawn_app, tmoney_headers, tmoney_report,
+    webhook_id_of,
 };
 use reqwest::StatusCode;
+use uuid::Uuid;
 
 const TMONEY_PATH: &str = "/v1/webhooks/tmoney";
 
 /// Longest wait for the retry worker in these tests.
 const RETRY_WAIT: Duration = Duration::from_secs(20);
 
-async fn verdict(app: &TestApp, webhook_id: &str) -> String {
-    sqlx::query_scalar("SELECT verdict FROM webhook_deliveries WHERE webhook_id = $1::uuid")
+async fn verdict(app: &TestApp, webhook_id: Uuid) -> String {
+    sqlx::query_scalar("SELECT verdict FROM webhook_deliveries WHERE webhook_id = $1")
         .bind(webhook_id)
         .fetch_one(&app.pool)
         .await
         .expect("stored delivery")
 }
 
-async fn wait_for_verdict(app: &TestApp, webhook_id: &str, expected: &str) -> String {
+async fn wait_for_verdict(app: &TestApp, webhook_id: Uuid, expected: &str) -> String {
     let deadline = tokio::time::Instant::now() + RETRY_WAIT;
     loop {
         let current = verdict(app, webhook_id).await;
@@ -75,12 +77,16 @@ async fn allow_event_inserts(app: &TestApp) {
         .expect("remove the failing trigger");
 }
 
-async fn make_retry_due(app: &TestApp, webhook_id: &str) {
-    sqlx::query("UPDATE webhook_deliveries SET next_retry_at = now() WHERE webhook_id = $1::uuid")
-        .bind(webhook_id)
-        .execute(&app.pool)
-        .await
-        .expect("make the retry due now");
+/// Lets event inserts succeed again, makes the delivery's retry due now and
+/// runs the retry worker until the delivery is applied.
+async fn heal_and_retry(app: &TestApp, webhook_id: Uuid) {
+    allow_event_inserts(app).await;
+    app.make_retry_due(webhook_id).await;
+    let _retries = app.start_webhook_retries(fast_retry_settings(5));
+    assert_eq!(
+        wait_for_verdict(app, webhook_id, "applied").await,
+        "applied"
+    );
 }
 
 #[tokio::test]
@@ -94,11 +100,8 @@ async fn orphan_applied_when_payout_appears() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
     assert_eq!(reply.body["verdict"], "orphan");
-    let webhook_id = reply.body["webhook_id"]
-        .as_str()
-        .expect("webhook id")
-        .to_owned();
-    make_retry_due(&app, &webhook_id).await;
+    let webhook_id = webhook_id_of(&reply);
+    app.make_retry_due(webhook_id).await;
 
     let created = app
         .post_payout(&client, "late-payout", &payout_body(1_000, "tmoney"))
@@ -107,7 +110,7 @@ async fn orphan_applied_when_payout_appears() {
     let _retries = app.start_webhook_retries(fast_retry_settings(5));
 
     assert_eq!(
-        wait_for_verdict(&app, &webhook_id, "applied").await,
+        wait_for_verdict(&app, webhook_id, "applied").await,
         "applied"
     );
     let payout = app
@@ -139,24 +142,14 @@ async fn database_failure_retried_and_applied_once() {
         reply.body
     );
     assert_eq!(reply.body["verdict"], "received");
-    let webhook_id = reply.body["webhook_id"]
-        .as_str()
-        .expect("webhook id")
-        .to_owned();
+    let webhook_id = webhook_id_of(&reply);
     assert_eq!(
         succeeded_events(&app, &payout_id).await,
         0,
         "nothing applied while failing"
     );
 
-    allow_event_inserts(&app).await;
-    make_retry_due(&app, &webhook_id).await;
-    let _retries = app.start_webhook_retries(fast_retry_settings(5));
-
-    assert_eq!(
-        wait_for_verdict(&app, &webhook_id, "applied").await,
-        "applied"
-    );
+    heal_and_retry(&app, webhook_id).await;
     assert_eq!(
         succeeded_events(&app, &payout_id).await,
         1,
@@ -168,7 +161,7 @@ async fn database_failure_retried_and_applied_once() {
 
 /// Counts the claims of `nonce` as a TMoney replay key: all of them, and
 /// those of delivery `webhook_id`.
-async fn nonce_claims(app: &TestApp, nonce: &str, webhook_id: &str) -> (i64, i64) {
+async fn nonce_claims(app: &TestApp, nonce: &str, webhook_id: Uuid) -> (i64, i64) {
     let all = app
         .count(&format!(
             "SELECT count(*) FROM webhook_replay_keys WHERE provider = 'tmoney' AND replay_key = '{nonce}'"
@@ -200,26 +193,17 @@ async fn failed_application_frees_nonce_until_retry() {
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
     assert_eq!(reply.body["verdict"], "received");
-    let webhook_id = reply.body["webhook_id"]
-        .as_str()
-        .expect("webhook id")
-        .to_owned();
+    let webhook_id = webhook_id_of(&reply);
     // The claim rolled back with the failed application.
     assert_eq!(
-        nonce_claims(&app, &nonce, &webhook_id).await,
+        nonce_claims(&app, &nonce, webhook_id).await,
         (0, 0),
         "nonce claimed by a delivery that was not applied"
     );
 
-    allow_event_inserts(&app).await;
-    make_retry_due(&app, &webhook_id).await;
-    let _retries = app.start_webhook_retries(fast_retry_settings(5));
+    heal_and_retry(&app, webhook_id).await;
     assert_eq!(
-        wait_for_verdict(&app, &webhook_id, "applied").await,
-        "applied"
-    );
-    assert_eq!(
-        nonce_claims(&app, &nonce, &webhook_id).await,
+        nonce_claims(&app, &nonce, webhook_id).await,
         (1, 1),
         "the retry claims the nonce for its delivery"
     );
@@ -284,14 +268,11 @@ async fn delivery_past_cap_is_dead_and_replayable() {
         .send_tmoney(&tmoney_report(&payout_id, "SUCCESS", 1_000, "XOF"))
         .await;
     assert_eq!(reply.body["verdict"], "orphan", "{:?}", reply.body);
-    let webhook_id = reply.body["webhook_id"]
-        .as_str()
-        .expect("webhook id")
-        .to_owned();
-    make_retry_due(&app, &webhook_id).await;
+    let webhook_id = webhook_id_of(&reply);
+    app.make_retry_due(webhook_id).await;
 
     let retries = app.start_webhook_retries(fast_retry_settings(2));
-    assert_eq!(wait_for_verdict(&app, &webhook_id, "dead").await, "dead");
+    assert_eq!(wait_for_verdict(&app, webhook_id, "dead").await, "dead");
     drop(retries);
     let attempts = app
         .count(&format!(
@@ -310,7 +291,7 @@ async fn delivery_past_cap_is_dead_and_replayable() {
         .collect();
     assert_eq!(
         listed,
-        vec![webhook_id.as_str()],
+        vec![webhook_id.to_string()],
         "the dead delivery is listed"
     );
 
