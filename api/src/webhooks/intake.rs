@@ -323,7 +323,7 @@ impl Intake {
         }
 
         let confirmed = self.confirm(provider, payout_id, &report).await;
-        let settled = Settlement {
+        let settlement = Settlement {
             webhook_id,
             provider,
             claim,
@@ -338,12 +338,12 @@ impl Intake {
         let target = target(payout_id, &report);
         let result = match &target {
             Ok((payout_id, _)) => {
-                retry_on_conflict(*payout_id, || self.settle(&settled, &target)).await?
+                retry_on_conflict(*payout_id, || self.settle(&settlement, &target)).await?
             }
-            Err(_) => self.settle(&settled, &target).await?,
+            Err(_) => self.settle(&settlement, &target).await?,
         };
         let (verdict, events, detail) = match result {
-            Ok(settled) => settled,
+            Ok(verdict) => verdict,
             Err(refusal) => return Ok(Err(refusal)),
         };
         tracing::info!(%webhook_id, %provider, verdict = %verdict, events = ?events, "webhook processed");
@@ -405,13 +405,13 @@ impl Intake {
     /// verdict, the event types written and the verdict's detail.
     async fn settle(
         &self,
-        settled: &Settlement<'_>,
+        settlement: &Settlement<'_>,
         target: &Result<(Uuid, PayoutStatus), Applied>,
     ) -> Result<Result<Verdict, Refusal>, ApiError> {
         let mut unit = self.store.begin().await?;
-        let decided = Self::decide_in(&mut unit, settled, target).await;
+        let decided = Self::decide_in(&mut unit, settlement, target).await;
         match decided {
-            Ok(Some(verdict)) if !settled.dry_run => {
+            Ok(Some(verdict)) if !settlement.dry_run => {
                 unit.commit().await?;
                 Ok(Ok(verdict))
             }
@@ -421,9 +421,9 @@ impl Intake {
             }
             Ok(None) => {
                 release(unit).await;
-                let replay_key = settled.claim.unwrap_or_default();
+                let replay_key = settlement.claim.unwrap_or_default();
                 let refusal = self
-                    .reject_reused_key(settled.webhook_id, settled.provider, replay_key)
+                    .reject_reused_key(settlement.webhook_id, settlement.provider, replay_key)
                     .await?;
                 Ok(Err(refusal))
             }
@@ -440,19 +440,19 @@ impl Intake {
     /// when another delivery claimed the nonce or event id.
     async fn decide_in(
         unit: &mut UnitOfWork,
-        settled: &Settlement<'_>,
+        settlement: &Settlement<'_>,
         target: &Result<(Uuid, PayoutStatus), Applied>,
     ) -> Result<Option<Verdict>, ApiError> {
-        let webhook_id = settled.webhook_id;
-        if let Some(replay_key) = settled.claim {
+        let webhook_id = settlement.webhook_id;
+        if let Some(replay_key) = settlement.claim {
             let connection = unit.connection().await?;
-            let provider = settled.provider.name();
+            let provider = settlement.provider.name();
             if !webhooks::claim_replay_key(connection, provider, replay_key, webhook_id).await? {
                 return Ok(None);
             }
         }
 
-        let (verdict, events, detail) = match (settled.unconfirmed, target) {
+        let (verdict, events, detail) = match (settlement.unconfirmed, target) {
             (Some(detail), _) => (
                 "unconfirmed".to_owned(),
                 Vec::new(),
@@ -460,22 +460,28 @@ impl Intake {
             ),
             (None, Err(applied)) => (applied.verdict().to_owned(), Vec::new(), describe(applied)),
             (None, Ok((payout_id, status))) => {
-                let (applied, events) =
-                    apply_in(unit, *payout_id, *status, settled.report, settled.metadata).await?;
+                let (applied, events) = apply_in(
+                    unit,
+                    *payout_id,
+                    *status,
+                    settlement.report,
+                    settlement.metadata,
+                )
+                .await?;
                 (applied.verdict().to_owned(), events, describe(&applied))
             }
         };
 
         // A replay that finds the report already applied keeps the
         // delivery's first verdict, so `applied` stays searchable.
-        let keeps_first_verdict = settled.mode == Mode::Replay && verdict == "duplicate";
-        if !settled.dry_run && !keeps_first_verdict {
+        let keeps_first_verdict = settlement.mode == Mode::Replay && verdict == "duplicate";
+        if !settlement.dry_run && !keeps_first_verdict {
             let update = VerdictUpdate {
                 verdict: &verdict,
                 reason: detail.as_deref(),
-                replay_key: settled.replay_key,
-                payout_id: settled.payout_id,
-                report: serde_json::to_value(settled.report).ok(),
+                replay_key: settlement.replay_key,
+                payout_id: settlement.payout_id,
+                report: serde_json::to_value(settlement.report).ok(),
             };
             webhooks::set_verdict(unit.connection().await?, webhook_id, &update).await?;
         }
